@@ -1,0 +1,38 @@
+# sparkify-lake: `make demo` runs the pipeline on local Spark; `make test` runs the tests.
+# Every target installs what it needs first (a virtualenv in .venv from requirements.txt).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Prefect's local API starts in ~20 s cold: give it room, and send no telemetry.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: demo test lint setup check-java clean
+
+demo: check-java ## Generate the sample lake (once) and run the songs_etl flow on local Spark
+	$(PY) flows/songs_etl.py
+
+test: check-java ## Run the whole test suite (Spark, Prefect, moto)
+	$(PY) -m pytest -q
+
+lint: setup ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy spark_etl tasks
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sparkify-lake needs Python 3.11 or newer; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+check-java: setup ## Say what to install when no suitable Java is on PATH
+	@$(PY) -m tasks.ops.local_inputs
+
+clean: ## Remove the generated sample lake and tables (not the virtualenv)
+	rm -rf data/sample-lake data/star-schema

@@ -1,0 +1,111 @@
+"""The ``songs_etl`` flow: build the sparkify star schema with the Spark job in ``spark_etl``.
+
+``runner="local"`` (the default) runs the job on local Spark against a generated sample
+lake; ``runner="emr"`` runs the same job on a transient EMR cluster. Run it as a script:
+``python flows/songs_etl.py`` (no arguments: the local demo).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+if __package__ in (None, ""):  # `python flows/songs_etl.py`: make the project importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prefect import flow
+
+from spark_etl.main import default_run_id
+from spark_etl.summary import RunSummary
+from tasks.local_spark import ensure_sample_lake, run_spark_job_locally, validate_local_inputs
+from tasks.reporting import publish_run_report
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_LAKE = "data/sample-lake"
+DEFAULT_SONGS_URI = f"{SAMPLE_LAKE}/song_data"
+DEFAULT_LOGS_URI = f"{SAMPLE_LAKE}/log_data"
+DEFAULT_OUTPUT_URI = "data/star-schema"
+
+Runner = Literal["local", "emr"]
+
+
+@flow(name="songs_etl", log_prints=True)
+def songs_etl(
+    runner: Runner = "local",
+    songs_uri: str = DEFAULT_SONGS_URI,
+    logs_uri: str = DEFAULT_LOGS_URI,
+    output_uri: str = DEFAULT_OUTPUT_URI,
+    run_date: date | None = None,
+    max_reject_ratio: float = 0.01,
+) -> RunSummary:
+    """Build the five tables: validate the inputs, run the Spark job, report what it did.
+
+    Args:
+        runner: ``local`` runs Spark on this machine; ``emr`` on a transient EMR cluster.
+        songs_uri: The song catalogue folder (``song_data``); local paths are relative to
+            the project folder.
+        logs_uri: The event log folder (``log_data``).
+        output_uri: Where the tables are written.
+        run_date: A day for an incremental daily run; None for a full run.
+        max_reject_ratio: Share of rejected input records above which the run fails.
+
+    Returns:
+        The job's run summary (row counts, rejects, checks).
+    """
+    run_id = default_run_id()
+    job_args = _job_arguments(songs_uri, logs_uri, output_uri, run_date, max_reject_ratio, run_id)
+    if runner == "local":
+        summary = _run_locally(songs_uri, logs_uri, output_uri, run_date, job_args, run_id)
+    else:
+        raise NotImplementedError("runner='emr' is not available yet")
+    publish_run_report(summary)
+    return summary
+
+
+def _run_locally(
+    songs_uri: str,
+    logs_uri: str,
+    output_uri: str,
+    run_date: date | None,
+    job_args: list[str],
+    run_id: str,
+) -> RunSummary:
+    """The local path: sample lake when the defaults are used, checks, then local Spark."""
+    if songs_uri == DEFAULT_SONGS_URI and logs_uri == DEFAULT_LOGS_URI:
+        ensure_sample_lake(str(PROJECT_ROOT / SAMPLE_LAKE))
+    local = [_local_path(uri) for uri in (songs_uri, logs_uri, output_uri)]
+    validate_local_inputs(local[0], local[1], run_date.isoformat() if run_date else None)
+    local_args = _job_arguments(*local, run_date, _arg(job_args, "--max-reject-ratio"), run_id)
+    return run_spark_job_locally(local_args, local[2], run_id)
+
+
+def _job_arguments(
+    songs_uri: str,
+    logs_uri: str,
+    output_uri: str,
+    run_date: date | None,
+    max_reject_ratio: float | str,
+    run_id: str,
+) -> list[str]:
+    """The Spark job's command line, the same for every runner."""
+    arguments = ["--songs", songs_uri, "--logs", logs_uri, "--output", output_uri]
+    if run_date is not None:
+        arguments += ["--date", run_date.isoformat()]
+    return [*arguments, "--max-reject-ratio", str(max_reject_ratio), "--run-id", run_id]
+
+
+def _arg(arguments: list[str], name: str) -> str:
+    """The value following ``name`` in a command line."""
+    return arguments[arguments.index(name) + 1]
+
+
+def _local_path(uri: str) -> str:
+    """Resolve a local URI against the project folder (so the flow runs from any folder)."""
+    path = Path(uri.removeprefix("file://"))
+    return str(path if path.is_absolute() else PROJECT_ROOT / path)
+
+
+if __name__ == "__main__":
+    songs_etl()

@@ -1,0 +1,251 @@
+"""Pure DataFrame → DataFrame builders: parsing with rejects, and one builder per table.
+
+Nothing here reads or writes storage (that is :mod:`spark_etl.io`), so every builder can
+be tested on tiny inline frames. No Python UDFs: everything stays in the JVM.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_etl.schemas import CORRUPT_RECORD, raw_schema
+from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TIME, USERS, TableSpec
+
+REJECT_REASON = "reject_reason"
+SOURCE_FILE = "source_file"
+LINE = "line"
+# A play matches a song when |duration - length| <= 0.01 s; the epsilon keeps values such
+# as 200.01 - 200.00 = 0.010000000000019 on the inclusive side of the rule.
+DURATION_TOLERANCE = 0.01 + 1e-9
+# The latest event of a user: largest ts, then sessionId, then itemInSession (rule 3).
+USER_STATE_ORDER = ("ts", "session_id", "item_in_session")
+USER_STATE_COLUMNS = (*USER_STATE_ORDER, "first_name", "last_name", "gender", "level")
+
+_JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
+_WRAPPED_SCHEMA = T.StructType(
+    [T.StructField("v", T.StringType()), T.StructField(CORRUPT_RECORD, T.StringType())]
+)
+
+
+def parse_records(
+    lines: DataFrame,
+    field_types: dict[str, T.DataType],
+    required: tuple[str, ...],
+) -> DataFrame:
+    """Parse JSON lines into typed columns and say why a line is rejected.
+
+    Args:
+        lines: Columns ``line`` (the raw text) and ``source_file``.
+        field_types: The source's fields and their types.
+        required: Fields that must be present, not null and not ``""``.
+
+    Returns:
+        Blank lines dropped; ``source_file``, ``reject_reason`` (null when the record is
+        good), ``line`` (kept only on rejects) and every field cast to its type.
+    """
+    non_blank = lines.filter(~F.col(LINE).rlike(r"^\s*$"))
+    parsed = non_blank.select(
+        SOURCE_FILE,
+        LINE,
+        F.from_json(F.col(LINE), raw_schema(field_types), _JSON_OPTIONS).alias("raw"),
+    )
+    reason = _reject_reason(F.col("raw"), F.col(LINE), required)
+    typed = [
+        _try_cast(f"raw.`{name}`", data_type).alias(name) for name, data_type in field_types.items()
+    ]
+    return parsed.select(
+        SOURCE_FILE,
+        reason.alias(REJECT_REASON),
+        F.when(reason.isNotNull(), F.col(LINE)).alias(LINE),
+        *typed,
+    )
+
+
+def _reject_reason(raw: Column, line: Column, required: tuple[str, ...]) -> Column:
+    """Why a parsed line is a reject, or null: the first rule it breaks."""
+    is_json_value = F.from_json(F.concat(F.lit('{"v":'), line, F.lit("}")), _WRAPPED_SCHEMA)[
+        CORRUPT_RECORD
+    ].isNull()
+    reason = F.when(raw[CORRUPT_RECORD].isNotNull() & is_json_value, F.lit("not a JSON object"))
+    reason = reason.when(raw[CORRUPT_RECORD].isNotNull(), F.lit("invalid JSON"))
+    for name in required:
+        value = raw[name]
+        reason = reason.when(value.isNull() | (value == ""), F.lit(f"missing {name}"))
+        if name == "ts":
+            reason = reason.when(~_is_json_integer(name, line), F.lit("ts is not an integer"))
+    return reason
+
+
+def _is_json_integer(name: str, line: Column) -> Column:
+    """True when field ``name`` holds a JSON integer that fits a long (not 1.5, "12", 1e3)."""
+    unquoted = line.rlike(rf'"{name}"\s*:\s*-?[0-9]')
+    fits_long = _try_cast(f"raw.`{name}`", T.LongType()).isNotNull()
+    return F.col(f"raw.`{name}`").rlike(r"^-?[0-9]+$") & fits_long & unquoted
+
+
+def _try_cast(sql_column: str, data_type: T.DataType) -> Column:
+    """Cast a raw string column to ``data_type``; a value that does not fit becomes null."""
+    if isinstance(data_type, T.StringType):
+        return F.expr(sql_column)
+    # try_cast through SQL: the same on Spark 3.5 (EMR 7) and Spark 4 (ANSI mode on).
+    return F.expr(f"try_cast({sql_column} AS {data_type.simpleString()})")
+
+
+def good_records(parsed: DataFrame) -> DataFrame:
+    """The records that passed parsing, without the bookkeeping columns."""
+    return parsed.filter(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON, LINE)
+
+
+def rejected_records(parsed: DataFrame) -> DataFrame:
+    """The rejects: ``source_file``, ``line`` and ``reject_reason``."""
+    return parsed.filter(F.col(REJECT_REASON).isNotNull()).select(SOURCE_FILE, LINE, REJECT_REASON)
+
+
+def build_songs(songs: DataFrame) -> DataFrame:
+    """``songs``: one row per song_id (the smallest record wins when ids repeat)."""
+    chosen = songs.groupBy("song_id").agg(
+        F.min(F.struct("title", "artist_id", "year", "duration")).alias("song")
+    )
+    return _conform(chosen.select("song_id", "song.*"), SONGS)
+
+
+def build_artists(songs: DataFrame) -> DataFrame:
+    """``artists``: one row per artist_id, all values from its smallest song_id (rule 4)."""
+    chosen = songs.groupBy("artist_id").agg(
+        F.min(
+            F.struct(
+                "song_id",
+                F.col("artist_name").alias("name"),
+                F.col("artist_location").alias("location"),
+                F.col("artist_latitude").alias("latitude"),
+                F.col("artist_longitude").alias("longitude"),
+            )
+        ).alias("artist")
+    )
+    return _conform(chosen.select("artist_id", "artist.*"), ARTISTS)
+
+
+def build_song_lookup(songs: DataFrame) -> DataFrame:
+    """Catalogue songs grouped by (title, artist_name), each group sorted by song_id.
+
+    Grouping first keeps the join with the plays an equi-join on a small broadcast side;
+    the duration tolerance is then applied inside the group, without a shuffle.
+    """
+    candidate = F.struct("song_id", "duration", "artist_id")
+    return songs.groupBy("title", "artist_name").agg(
+        F.array_sort(F.collect_list(candidate)).alias("candidates")
+    )
+
+
+def build_songplays(events: DataFrame, song_lookup: DataFrame) -> DataFrame:
+    """``songplays``: every NextSong event once, matched to the catalogue (rule 2).
+
+    Args:
+        events: Good event records (typed columns of the event schema).
+        song_lookup: The output of :func:`build_song_lookup`.
+    """
+    plays = events.filter(F.col("page") == "NextSong").dropDuplicates(
+        ["userId", "sessionId", "itemInSession", "ts"]
+    )
+    lookup = F.broadcast(song_lookup)
+    joined = plays.join(
+        lookup,
+        (plays["song"] == lookup["title"]) & (plays["artist"] == lookup["artist_name"]),
+        "left",
+    )
+    match = F.element_at(
+        F.filter(
+            F.col("candidates"),
+            lambda song: F.abs(song["duration"] - F.col("length")) <= DURATION_TOLERANCE,
+        ),
+        1,
+    )
+    start_time = F.expr("timestamp_millis(ts)")
+    return _conform(
+        joined.select(
+            songplay_id(F.col("userId"), F.col("sessionId"), F.col("itemInSession"), F.col("ts")),
+            start_time.alias("start_time"),
+            F.col("userId").alias("user_id"),
+            "level",
+            match["song_id"].alias("song_id"),
+            match["artist_id"].alias("artist_id"),
+            F.col("sessionId").alias("session_id"),
+            "location",
+            F.col("userAgent").alias("user_agent"),
+            F.year(start_time).alias("year"),
+            F.month(start_time).alias("month"),
+        ),
+        SONGPLAYS,
+    )
+
+
+def songplay_id(user_id: Column, session_id: Column, item_in_session: Column, ts: Column) -> Column:
+    """A 64-bit hash of the event's identity: the same event gets the same id in every run."""
+    return F.xxhash64(F.coalesce(user_id, F.lit("")), session_id, item_in_session, ts).alias(
+        "songplay_id"
+    )
+
+
+def build_time(songplays: DataFrame) -> DataFrame:
+    """``time``: one row per distinct start_time among the songplays, in UTC (rules 1, 5)."""
+    start = F.col("start_time")
+    return _conform(
+        songplays.select("start_time")
+        .distinct()
+        .select(
+            start,
+            F.hour(start).alias("hour"),
+            F.dayofmonth(start).alias("day"),
+            F.weekofyear(start).alias("week"),  # ISO-8601 week
+            F.month(start).alias("month"),
+            F.year(start).alias("year"),
+            # dayofweek is 1 = Sunday … 7 = Saturday; ISO wants 1 = Monday … 7 = Sunday.
+            ((F.dayofweek(start) + 5) % 7 + 1).alias("weekday"),
+        ),
+        TIME,
+    )
+
+
+def build_user_state(events: DataFrame) -> DataFrame:
+    """Each user's latest event (rule 3), with the ordering values a later merge needs."""
+    latest = F.max(
+        F.struct(
+            F.col("ts"),
+            F.col("sessionId").alias("session_id"),
+            F.col("itemInSession").alias("item_in_session"),
+            F.col("firstName").alias("first_name"),
+            F.col("lastName").alias("last_name"),
+            "gender",
+            "level",
+        )
+    )
+    known_users = events.filter(F.col("userId").isNotNull() & (F.col("userId") != ""))
+    state = known_users.groupBy(F.col("userId").alias("user_id")).agg(latest.alias("latest"))
+    return state.select("user_id", "latest.*")
+
+
+def merge_user_states(*states: DataFrame) -> DataFrame:
+    """Combine user states: each user keeps the values of their latest event overall."""
+    combined = states[0]
+    for state in states[1:]:
+        combined = combined.unionByName(state)
+    latest = F.max(F.struct(*USER_STATE_COLUMNS)).alias("latest")
+    return combined.groupBy("user_id").agg(latest).select("user_id", "latest.*")
+
+
+def build_users(user_state: DataFrame) -> DataFrame:
+    """``users`` from the user state: one row per user."""
+    return _conform(user_state, USERS)
+
+
+def _conform(frame: DataFrame, spec: TableSpec) -> DataFrame:
+    """Select the table's columns in order and type, with empty strings as null (rule 4)."""
+    columns = []
+    for column in spec.columns:
+        value = F.col(column.name)
+        if isinstance(column.data_type, T.StringType):
+            value = F.when(value != "", value)
+        columns.append(value.cast(column.data_type).alias(column.name))
+    return frame.select(*columns)

@@ -1,0 +1,84 @@
+"""Tasks of the local runner: make the sample lake, check local inputs, run the job."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from spark_etl.summary import RunSummary, summary_uri
+from tasks.ops.local_inputs import find_missing_inputs, java_problem
+
+# The job's own log lines that are worth a line in the flow's log; Spark's INFO chatter is not.
+_NOISY_PREFIXES = ("WARN", "INFO", "Using Spark's default log4j", "To adjust logging level", "Setting default log level")
+
+
+@task(name="Create the sample lake")
+def ensure_sample_lake(lake_root: str) -> str:
+    """Generate the demo lake under ``lake_root`` unless it is already there."""
+    from spark_etl.sample_lake import SampleLakeConfig, generate_sample_lake
+
+    logger = get_run_logger()
+    root = Path(lake_root)
+    if (root / "_manifest.json").exists():
+        logger.info("Sample lake already at %s", root)
+        return str(root)
+    manifest = generate_sample_lake(root, SampleLakeConfig())
+    logger.info("Generated a sample lake at %s: %s", root, manifest.get("counts", manifest))
+    return str(root)
+
+
+@task(name="Validate local inputs")
+def validate_local_inputs(songs_uri: str, logs_uri: str, run_date: str | None) -> None:
+    """Fail before Spark starts when Java is missing or an input folder is missing or empty.
+
+    Raises:
+        FileNotFoundError: An input location is missing or holds no JSON file.
+        RuntimeError: No usable Java 17 was found.
+    """
+    problem = java_problem()
+    if problem:
+        raise RuntimeError(problem)
+    missing = find_missing_inputs(songs_uri, logs_uri, run_date)
+    if missing:
+        raise FileNotFoundError("; ".join(missing))
+    get_run_logger().info("Inputs found: %s and %s", songs_uri, logs_uri)
+
+
+@task(name="Run the Spark job locally")
+def run_spark_job_locally(job_args: list[str], output_uri: str, run_id: str) -> RunSummary:
+    """Run ``python -m spark_etl`` as a child process and stream its output into the log.
+
+    Returns:
+        The run summary the job wrote under ``<output>/_runs/``.
+
+    Raises:
+        RuntimeError: The job exited non-zero; the message is the job's one-line reason.
+    """
+    logger = get_run_logger()
+    command = [sys.executable, "-m", "spark_etl", *job_args]
+    logger.info("Starting local Spark: %s", " ".join(command))
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "TZ": os.environ.get("TZ", "UTC")}
+    last_error = ""
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.rstrip()
+            if line.startswith("spark_etl: error:"):
+                last_error = line
+            if line and not line.startswith(_NOISY_PREFIXES) and "WARN " not in line[:40]:
+                logger.info("spark | %s", line)
+        return_code = process.wait()
+    summary_path = Path(summary_uri(output_uri, run_id))
+    if return_code != 0:
+        raise RuntimeError(last_error or f"the Spark job exited with code {return_code}")
+    return RunSummary.from_json(summary_path.read_text())
