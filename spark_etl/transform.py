@@ -155,13 +155,12 @@ def build_songplays(events: DataFrame, song_lookup: DataFrame) -> DataFrame:
         (plays["song"] == lookup["title"]) & (plays["artist"] == lookup["artist_name"]),
         "left",
     )
-    match = F.element_at(
-        F.filter(
-            F.col("candidates"),
-            lambda song: F.abs(song["duration"] - F.col("length")) <= DURATION_TOLERANCE,
-        ),
-        1,
+    within_tolerance = F.filter(
+        F.col("candidates"),
+        lambda song: F.abs(song["duration"] - F.col("length")) <= DURATION_TOLERANCE,
     )
+    # try_: no candidate within the tolerance is an empty array, an error under ANSI mode.
+    match = F.try_element_at(within_tolerance, F.lit(1))
     start_time = F.expr("timestamp_millis(ts)")
     return _conform(
         joined.select(

@@ -1,0 +1,288 @@
+"""Whole runs of the job on tiny lakes: full, daily, re-runs, rejects and failures."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.testing import assertDataFrameEqual
+
+from spark_etl import io
+from spark_etl.errors import InputNotFoundError, RejectThresholdExceededError
+from spark_etl.job import run_job
+from spark_etl.main import JobArgs
+from spark_etl.summary import RunSummary, summary_uri
+from spark_etl.tables import TABLES, USERS
+from tests.test_transform import event, song, ts_of, utc
+
+DAYS = (date(2018, 11, 30), date(2018, 12, 1), date(2018, 12, 31), date(2019, 1, 1))
+
+
+def write_lake(root: Path, events_by_day: dict[date, list[str]], song_lines: list[str]) -> Path:
+    """A lake laid out like the real one, from raw lines."""
+    for index, line in enumerate(song_lines):
+        path = root / "song_data" / "A" / "B" / f"TRAB{index:04d}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(line)
+    for day, lines in events_by_day.items():
+        path = root / "log_data" / f"{day:%Y/%m}" / f"{day:%Y-%m-%d}-events.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines))
+    return root
+
+
+def catalogue() -> list[str]:
+    return [
+        json.dumps(
+            song(song_id="SO1", artist_id="AR1", title="One", artist_name="A", duration=100.0)
+        ),
+        json.dumps(
+            song(
+                song_id="SO2",
+                artist_id="AR2",
+                title="Two",
+                artist_name="B",
+                duration=50.0,
+                year=2001,
+            )
+        ),
+    ]
+
+
+def day_events(day: date) -> list[str]:
+    """Four plays and a level change per day, one play duplicated, one logged-out visit."""
+    base = f"{day.isoformat()}"
+    plays = [
+        event(
+            userId="1",
+            ts=ts_of(f"{base} 00:00:00.000"),
+            song="One",
+            artist="A",
+            length=100.0,
+            sessionId=day.toordinal(),
+            itemInSession=0,
+        ),
+        event(
+            userId="2",
+            ts=ts_of(f"{base} 12:00:00.000"),
+            song="Two",
+            artist="B",
+            length=50.0,
+            sessionId=day.toordinal() + 1,
+            itemInSession=0,
+            level="paid",
+        ),
+        event(
+            userId="1",
+            ts=ts_of(f"{base} 23:59:59.999"),
+            song="Nope",
+            artist="A",
+            length=1.0,
+            sessionId=day.toordinal(),
+            itemInSession=2,
+            level="paid",
+            lastName=f"Last{day:%m%d}",
+        ),
+    ]
+    upgrade = event(
+        userId="1",
+        page="Submit Upgrade",
+        ts=ts_of(f"{base} 23:00:00.000"),
+        sessionId=day.toordinal(),
+        itemInSession=1,
+        level="free",
+        lastName="Upgrading",
+    )
+    visitor = event(
+        userId="",
+        page="Home",
+        auth="Logged Out",
+        ts=ts_of(f"{base} 06:00:00.000"),
+        firstName=None,
+        lastName=None,
+        gender=None,
+        sessionId=7,
+        itemInSession=0,
+    )
+    records = [plays[0], plays[0], visitor, plays[1], upgrade, plays[2]]
+    return [json.dumps(record) for record in records]
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("lake")
+    return write_lake(root, {day: day_events(day) for day in DAYS}, catalogue())
+
+
+def job_args(lake: Path, output: Path, run_date: date | None = None, **overrides: Any) -> JobArgs:
+    values: dict[str, Any] = {
+        "songs_uri": str(lake / "song_data"),
+        "logs_uri": str(lake / "log_data"),
+        "output_uri": str(output),
+        "run_date": run_date,
+        "max_reject_ratio": 0.01,
+        "run_id": f"test-{run_date or 'full'}",
+    }
+    values.update(overrides)
+    return JobArgs(**values)
+
+
+def read_tables(spark: SparkSession, output: Path) -> dict[str, DataFrame]:
+    return {name: io.read_table(spark, spec, str(output)) for name, spec in TABLES.items()}
+
+
+def assert_same_tables(spark: SparkSession, left: Path, right: Path) -> None:
+    left_tables, right_tables = read_tables(spark, left), read_tables(spark, right)
+    for name in TABLES:
+        assertDataFrameEqual(left_tables[name], right_tables[name])
+
+
+@pytest.fixture(scope="module")
+def full_output(spark: SparkSession, lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("full")
+    run_job(spark, job_args(lake, output))
+    return output
+
+
+def test_full_run_writes_the_expected_tables_and_summary(
+    spark: SparkSession, full_output: Path
+) -> None:
+    tables = read_tables(spark, full_output)
+    plays = tables["songplays"].select(
+        "start_time", "user_id", "level", "song_id", "artist_id", "year", "month"
+    )
+    expected_plays = []
+    for day in DAYS:
+        expected_plays += [
+            (utc(f"{day} 00:00:00.000"), "1", "free", "SO1", "AR1", day.year, day.month),
+            (utc(f"{day} 12:00:00.000"), "2", "paid", "SO2", "AR2", day.year, day.month),
+            (utc(f"{day} 23:59:59.999"), "1", "paid", None, None, day.year, day.month),
+        ]
+    assertDataFrameEqual(
+        plays,
+        spark.createDataFrame(
+            expected_plays,
+            "start_time timestamp, user_id string, level string, song_id string, "
+            "artist_id string, year int, month int",
+        ),
+    )
+    assertDataFrameEqual(
+        tables["users"],
+        spark.createDataFrame(
+            [("1", "Ada", "Last0101", "F", "paid"), ("2", "Ada", "Lovelace", "F", "paid")],
+            USERS.schema,
+        ),
+    )
+    assert sorted(row["week"] for row in tables["time"].collect()) == sorted(
+        [48] * 3 + [48] * 3 + [1] * 3 + [1] * 3
+    )
+    summary = RunSummary.from_json(Path(summary_uri(str(full_output), "test-full")).read_text())
+    assert summary.status == "succeeded"
+    assert summary.tables == {"songplays": 12, "users": 2, "songs": 2, "artists": 2, "time": 12}
+    assert summary.input_records == {"song_data": 2, "log_data": 24}
+    assert summary.rejects == []
+    assert all(check.passed for check in summary.checks) and len(summary.checks) == 19
+
+
+def test_a_full_rerun_leaves_the_same_tables(
+    spark: SparkSession, lake: Path, full_output: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    run_job(spark, job_args(lake, output))
+    run_job(spark, job_args(lake, output, run_id="second"))
+    assert_same_tables(spark, output, full_output)
+
+
+def test_daily_runs_in_any_order_equal_one_full_run_and_rerun_changes_nothing(
+    spark: SparkSession, lake: Path, full_output: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "daily"
+    for day in (DAYS[2], DAYS[0], DAYS[3], DAYS[1], DAYS[2]):
+        run_job(spark, job_args(lake, output, run_date=day, run_id=f"d-{day}"))
+    assert_same_tables(spark, output, full_output)
+    assert not (output / io.STAGING_FOLDER).exists() or not any(
+        (output / io.STAGING_FOLDER).iterdir()
+    )
+
+
+def test_a_daily_run_rewrites_only_its_month_and_keeps_the_months_old_rows(
+    spark: SparkSession, lake: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    for day in DAYS[:3]:
+        run_job(spark, job_args(lake, output, run_date=day, run_id=f"d-{day}"))
+    november = output / "songplays" / "year=2018" / "month=11"
+    files_before = {path.name: path.stat().st_mtime_ns for path in november.glob("*.parquet")}
+
+    run_job(spark, job_args(lake, output, run_date=DAYS[3], run_id="jan"))  # January only
+
+    assert {
+        path.name: path.stat().st_mtime_ns for path in november.glob("*.parquet")
+    } == files_before
+    december = io.read_table(spark, TABLES["songplays"], str(output)).filter("month = 12")
+    assert december.count() == 6  # 2018-12-01 and 2018-12-31: never replaced by one day
+
+
+def test_rejects_are_written_with_file_and_reason_and_the_threshold_stops_the_run(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lines = [*day_events(DAYS[0]), "{broken", "[]", json.dumps(event(page=None))]
+    lake = write_lake(tmp_path / "lake", {DAYS[0]: lines}, catalogue())
+    output = tmp_path / "out"
+
+    with pytest.raises(RejectThresholdExceededError, match=r"3 of 11 input records rejected"):
+        run_job(spark, job_args(lake, output, max_reject_ratio=0.2))
+
+    assert not (output / "songplays").exists()  # nothing written past the threshold
+    summary = RunSummary.from_json(Path(summary_uri(str(output), "test-full")).read_text())
+    assert (summary.status, summary.reject_total) == ("failed", 3)
+    assert "rejected" in (summary.error or "")
+    rejects = spark.read.json(str(output / "_rejects" / "log_data"))
+    day_file = f"file:{lake}/log_data/2018/11/2018-11-30-events.json"
+    assertDataFrameEqual(
+        rejects.select("source_file", "line", "reason"),
+        spark.createDataFrame(
+            [
+                (day_file, "{broken", "invalid JSON"),
+                (day_file, "[]", "not a JSON object"),
+                (day_file, lines[-1], "missing page"),
+            ],
+            "source_file string, line string, reason string",
+        ),
+    )
+
+    allowed = run_job(spark, job_args(lake, output, max_reject_ratio=0.3, run_id="allowed"))
+    assert allowed.status == "succeeded" and allowed.tables["songplays"] == 3
+
+
+def test_a_missing_or_empty_input_fails_before_any_work(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lake = write_lake(tmp_path / "lake", {DAYS[0]: day_events(DAYS[0])}, catalogue())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputNotFoundError, match=r"song_data location .*nowhere does not exist"):
+        run_job(spark, job_args(lake, tmp_path / "o1", songs_uri=str(tmp_path / "nowhere")))
+    with pytest.raises(InputNotFoundError, match=r"log_data location .*empty holds no .json file"):
+        run_job(spark, job_args(lake, tmp_path / "o2", logs_uri=str(tmp_path / "empty")))
+    with pytest.raises(InputNotFoundError, match=r"log_data file for 2018-12-25 .* does not exist"):
+        run_job(spark, job_args(lake, tmp_path / "o3", run_date=date(2018, 12, 25)))
+    assert not (tmp_path / "o1" / "songs").exists()
+
+
+def test_the_job_enforces_utc_when_the_session_zone_is_elsewhere(
+    spark: SparkSession, lake: Path, full_output: Path, tmp_path: Path
+) -> None:
+    spark.conf.set("spark.sql.session.timeZone", "Pacific/Kiritimati")  # UTC+14
+    try:
+        run_job(spark, job_args(lake, tmp_path / "out"))
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+    assert_same_tables(spark, tmp_path / "out", full_output)
+    months = io.read_table(spark, TABLES["time"], str(tmp_path / "out")).select(
+        "year", "month", "day", "hour"
+    )
+    assert (2018, 11, 30, 23) in [tuple(row) for row in months.collect()]
