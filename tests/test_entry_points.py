@@ -1,0 +1,137 @@
+"""The job as users and EMR start it: ``python -m spark_etl`` and spark-submit with the zip."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from spark_etl.main import parse_args
+from spark_etl.summary import RunSummary, summary_uri
+from tasks.ops.job_package import build_job_package, write_job_package
+from tests.test_job import DAYS, assert_same_tables, catalogue, day_events, job_args, write_lake
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def run(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYSPARK_PYTHON": sys.executable, **env}
+    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--logs", "l", "--output", "o"], "the following arguments are required: --songs"),
+        (
+            ["--songs", "s3a://b/s", "--logs", "l", "--output", "o"],
+            "is not a local path or an s3://",
+        ),
+        (["--songs", "s", "--logs", "l", "--output", "o", "--date", "2018-13-01"], "is not a date"),
+        (
+            ["--songs", "s", "--logs", "l", "--output", "o", "--max-reject-ratio", "2"],
+            "not between 0 and 1",
+        ),
+        (["--songs", "s", "--logs", "l", "--output", "o", "--run-id", "../x"], "is not a run id"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_reason_before_spark_starts(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_python_m_spark_etl_fails_with_a_one_line_reason(tmp_path: Path) -> None:
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "spark_etl",
+            "--songs",
+            str(tmp_path / "missing"),
+            "--logs",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"spark_etl: error: song_data location {tmp_path / 'missing'} does not exist"
+    )
+
+
+def test_spark_submit_with_the_zipped_package_in_another_time_zone_gives_the_same_tables(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lake = write_lake(tmp_path / "lake", {day: day_events(day) for day in DAYS}, catalogue())
+    zip_path, entry_path = write_job_package(build_job_package(), tmp_path / "package")
+    submitted = tmp_path / "submitted"
+    isolated_python = _python_without_the_project(tmp_path)
+    result = run(
+        [
+            str(VENV_BIN / "spark-submit"),
+            "--master",
+            "local[2]",
+            "--py-files",
+            str(zip_path),
+            str(entry_path),
+            "--songs",
+            str(lake / "song_data"),
+            "--logs",
+            str(lake / "log_data"),
+            "--output",
+            str(submitted),
+            "--run-id",
+            "submitted",
+        ],
+        TZ="Pacific/Kiritimati",  # UTC+14: the machine's zone must not shift any date
+        PYSPARK_PYTHON=isolated_python,
+        PYSPARK_DRIVER_PYTHON=isolated_python,
+        PYTHONPATH=_site_packages(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = RunSummary.from_json(Path(summary_uri(str(submitted), "submitted")).read_text())
+    assert summary.status == "succeeded"
+
+    from spark_etl.job import run_job
+
+    in_process = tmp_path / "in-process"
+    run_job(spark, job_args(lake, in_process))
+    assert_same_tables(spark, submitted, in_process)
+
+
+def _site_packages() -> str:
+    import pyspark
+
+    return str(Path(pyspark.__file__).resolve().parents[1])
+
+
+def _python_without_the_project(folder: Path) -> str:
+    """A Python that sees site-packages but not the project's editable install (``-S``).
+
+    ``-S`` skips the .pth files, so only the zip passed with --py-files can provide
+    spark_etl, exactly as on EMR.
+    """
+    wrapper = folder / "python-without-project"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_the_job_package_is_reproducible_and_holds_the_package() -> None:
+    import zipfile
+    from io import BytesIO
+
+    first, second = build_job_package(), build_job_package()
+    assert first == second
+    names = zipfile.ZipFile(BytesIO(first.zip_bytes)).namelist()
+    assert {"spark_etl/__init__.py", "spark_etl/main.py", "spark_etl/job.py"} <= set(names)
+    assert first.entry_bytes.startswith(b'"""spark-submit entry script')

@@ -1,0 +1,68 @@
+"""The songs_etl flow with the local runner, against a real (ephemeral) Prefect API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+
+from flows.songs_etl import songs_etl
+from tests.test_job import DAYS, catalogue, day_events, write_lake
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def run_artifacts(flow_run_id: object) -> list[object]:
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["songs-etl-run"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        )
+
+
+def test_local_run_builds_the_tables_and_publishes_the_report(tmp_path: Path) -> None:
+    lake = write_lake(tmp_path / "lake", {day: day_events(day) for day in DAYS}, catalogue())
+
+    state = songs_etl(
+        runner="local",
+        songs_uri=str(lake / "song_data"),
+        logs_uri=str(lake / "log_data"),
+        output_uri=str(tmp_path / "out"),
+        return_state=True,
+    )
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary.tables == {"songplays": 12, "users": 2, "songs": 2, "artists": 2, "time": 12}
+    artifacts = run_artifacts(state.state_details.flow_run_id)
+    assert len(artifacts) == 1
+    rows = json.loads(artifacts[0].data)  # table artifacts are stored as JSON text
+    assert {(row["name"], row["rows"]) for row in rows if row["kind"] == "table"} == {
+        ("songplays", 12),
+        ("users", 2),
+        ("songs", 2),
+        ("artists", 2),
+        ("time", 12),
+    }
+
+
+def test_a_missing_input_fails_the_flow_before_spark_starts(tmp_path: Path) -> None:
+    state = songs_etl(
+        runner="local",
+        songs_uri=str(tmp_path / "nowhere"),
+        logs_uri=str(tmp_path),
+        output_uri=str(tmp_path / "out"),
+        return_state=True,
+    )
+    assert state.is_failed()
+    with pytest.raises(FileNotFoundError, match=r"song_data folder .*nowhere does not exist"):
+        state.result()
+    assert not (tmp_path / "out").exists()
