@@ -20,6 +20,8 @@ from spark_etl.transform import LINE, REJECT_REASON, SOURCE_FILE
 logger = logging.getLogger(__name__)
 
 REJECTS_FOLDER = "_rejects"
+SONG_SOURCE = "song_data"
+LOG_SOURCE = "log_data"
 STATE_FOLDER = "_state"
 STAGING_FOLDER = "_staging"
 USER_STATE = "users"
@@ -111,14 +113,20 @@ def _writer(frame: DataFrame, spec: TableSpec, rows: int | None) -> Any:
 def write_rejects(rejects: DataFrame, output_uri: str, source: str, day: date | None) -> None:
     """Write rejected lines as JSON under ``<output>/_rejects/<source>/``.
 
-    A full run replaces the source's rejects; a daily run replaces only that day's folder,
-    so re-running a day never doubles its rejects.
+    Log rejects sit in one folder per log day (``day=YYYY-MM-DD``) whether a full or a
+    daily run wrote them: a full run replaces every day, a daily run only its own, so
+    re-running a day never doubles its rejects.
     """
     uri = join_uri(output_uri, REJECTS_FOLDER, source)
-    if day is not None:
-        uri = join_uri(uri, f"day={day.isoformat()}")
     rows = rejects.select(SOURCE_FILE, LINE, F.col(REJECT_REASON).alias("reason"))
-    rows.coalesce(1).write.mode("overwrite").json(uri)
+    if day is not None:
+        rows.coalesce(1).write.mode("overwrite").json(join_uri(uri, f"day={day.isoformat()}"))
+    elif source == LOG_SOURCE:
+        log_day = F.regexp_extract(F.col(SOURCE_FILE), r"(\d{4}-\d{2}-\d{2})-events\.json$", 1)
+        by_day = rows.withColumn("day", F.when(log_day != "", log_day).otherwise("unknown"))
+        by_day.repartition("day").write.mode("overwrite").partitionBy("day").json(uri)
+    else:
+        rows.coalesce(1).write.mode("overwrite").json(uri)
 
 
 def read_user_state(spark: SparkSession, output_uri: str, schema: Any) -> DataFrame:

@@ -30,8 +30,8 @@ from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TABLES, TIME, USERS
 
 logger = logging.getLogger(__name__)
 
-SONG_SOURCE = "song_data"
-LOG_SOURCE = "log_data"
+SONG_SOURCE = io.SONG_SOURCE
+LOG_SOURCE = io.LOG_SOURCE
 
 
 @dataclass

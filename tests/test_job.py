@@ -241,7 +241,7 @@ def test_rejects_are_written_with_file_and_reason_and_the_threshold_stops_the_ru
     summary = RunSummary.from_json(Path(summary_uri(str(output), "test-full")).read_text())
     assert (summary.status, summary.reject_total) == ("failed", 3)
     assert "rejected" in (summary.error or "")
-    rejects = spark.read.json(str(output / "_rejects" / "log_data"))
+    rejects = spark.read.json(str(output / "_rejects" / "log_data" / "day=2018-11-30"))
     day_file = f"file:{lake}/log_data/2018/11/2018-11-30-events.json"
     assertDataFrameEqual(
         rejects.select("source_file", "line", "reason"),
@@ -257,6 +257,14 @@ def test_rejects_are_written_with_file_and_reason_and_the_threshold_stops_the_ru
 
     allowed = run_job(spark, job_args(lake, output, max_reject_ratio=0.3, run_id="allowed"))
     assert allowed.status == "succeeded" and allowed.tables["songplays"] == 3
+    # A daily re-run of the same day replaces that day's rejects instead of adding to them.
+    run_job(spark, job_args(lake, output, run_date=DAYS[0], max_reject_ratio=0.3, run_id="day"))
+    again = spark.read.json(str(output / "_rejects" / "log_data"))
+    assert sorted((row["day"], row["reason"]) for row in again.collect()) == [
+        (DAYS[0], "invalid JSON"),
+        (DAYS[0], "missing page"),
+        (DAYS[0], "not a JSON object"),
+    ]
 
 
 def test_a_missing_or_empty_input_fails_before_any_work(
