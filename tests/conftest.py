@@ -6,12 +6,15 @@ any test module imports it: a throw-away PREFECT_HOME, no telemetry, room to sta
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="sparkify-prefect-home-")
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
