@@ -75,10 +75,11 @@ def _run_locally(
     """The local path: sample lake when the defaults are used, checks, then local Spark."""
     if songs_uri == DEFAULT_SONGS_URI and logs_uri == DEFAULT_LOGS_URI:
         ensure_sample_lake(str(PROJECT_ROOT / SAMPLE_LAKE))
-    local = [_local_path(uri) for uri in (songs_uri, logs_uri, output_uri)]
-    validate_local_inputs(local[0], local[1], run_date.isoformat() if run_date else None)
-    local_args = _job_arguments(*local, run_date, _arg(job_args, "--max-reject-ratio"), run_id)
-    return run_spark_job_locally(local_args, local[2], run_id)
+    songs, logs, output = (_local_path(uri) for uri in (songs_uri, logs_uri, output_uri))
+    validate_local_inputs(songs, logs, run_date.isoformat() if run_date else None)
+    max_reject_ratio = _arg(job_args, "--max-reject-ratio")
+    local_args = _job_arguments(songs, logs, output, run_date, max_reject_ratio, run_id)
+    return run_spark_job_locally(local_args, output, run_id)
 
 
 def _job_arguments(
