@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from spark_etl.errors import JobError
+from spark_etl.summary import RunSummary, summary_uri
 
 logger = logging.getLogger("spark_etl")
 
@@ -108,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # its connection chatter is noise
     args = parse_args(argv)
     # Imported here so that argument errors never pay for starting the JVM.
     from spark_etl.job import run_job
@@ -122,8 +124,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobError as err:
         print(f"spark_etl: error: {err}", file=sys.stderr, flush=True)
         return 1
-    print(summary.to_json(), flush=True)
+    print(one_line_report(summary), flush=True)
     return 0
+
+
+def one_line_report(summary: RunSummary) -> str:
+    """What a person wants at the end of a run: row counts, rejects, time, where the rest is."""
+    counts = " ".join(f"{table}={rows}" for table, rows in summary.tables.items())
+    return (
+        f"spark_etl: {summary.status} ({summary.mode}) in {summary.duration_seconds:.1f} s: "
+        f"{counts} rejects={summary.reject_total}; summary at "
+        f"{summary_uri(summary.output_uri, summary.run_id)}"
+    )
 
 
 def _uri(value: str) -> str:
