@@ -15,10 +15,24 @@ from typing import Literal
 if __package__ in (None, ""):  # `python flows/songs_etl.py`: make the project importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from typing import Any
+
 from prefect import flow
+from prefect.runtime import flow_run as current_flow_run
 
 from spark_etl.main import default_run_id
 from spark_etl.summary import RunSummary
+from tasks.emr import (
+    create_emr_cluster,
+    preflight_emr_run,
+    read_run_summary_from_s3,
+    submit_spark_step,
+    terminate_emr_cluster,
+    terminate_flow_run_clusters,
+    upload_spark_job,
+    wait_for_emr_cluster,
+    wait_for_spark_step,
+)
 from tasks.local_spark import ensure_sample_lake, run_spark_job_locally, validate_local_inputs
 from tasks.reporting import publish_run_report
 
@@ -31,7 +45,19 @@ DEFAULT_OUTPUT_URI = "data/star-schema"
 Runner = Literal["local", "emr"]
 
 
-@flow(name="songs_etl", log_prints=True)
+def _terminate_emr_clusters_of_run(flow: Any, flow_run: Any, state: Any) -> None:
+    """Backstop hook: a cancelled or crashed EMR run leaves no cluster behind."""
+    if flow_run.parameters.get("runner") == "emr":
+        block = flow_run.parameters.get("aws_credentials_block", "sparkify-aws")
+        terminate_flow_run_clusters(block, str(flow_run.id))
+
+
+@flow(
+    name="songs_etl",
+    log_prints=True,
+    on_cancellation=[_terminate_emr_clusters_of_run],
+    on_crashed=[_terminate_emr_clusters_of_run],
+)
 def songs_etl(
     runner: Runner = "local",
     songs_uri: str = DEFAULT_SONGS_URI,
@@ -39,6 +65,11 @@ def songs_etl(
     output_uri: str = DEFAULT_OUTPUT_URI,
     run_date: date | None = None,
     max_reject_ratio: float = 0.01,
+    aws_credentials_block: str = "sparkify-aws",
+    cluster_config_block: str = "sparkify-emr",
+    code_bucket_uri: str | None = None,
+    poll_seconds: float = 30.0,
+    max_wait_minutes: float = 180.0,
 ) -> RunSummary:
     """Build the five tables: validate the inputs, run the Spark job, report what it did.
 
@@ -50,6 +81,11 @@ def songs_etl(
         output_uri: Where the tables are written.
         run_date: A day for an incremental daily run; None for a full run.
         max_reject_ratio: Share of rejected input records above which the run fails.
+        aws_credentials_block: Name of the prefect-aws ``AwsCredentials`` block (EMR).
+        cluster_config_block: Name of the ``EmrClusterConfig`` block (EMR).
+        code_bucket_uri: s3:// folder that receives the job code (EMR).
+        poll_seconds: Delay between two looks at the cluster or the step (EMR).
+        max_wait_minutes: Longest wait for the cluster, then for the step (EMR).
 
     Returns:
         The job's run summary (row counts, rejects, checks).
@@ -59,7 +95,23 @@ def songs_etl(
     if runner == "local":
         summary = _run_locally(songs_uri, logs_uri, output_uri, run_date, job_args, run_id)
     else:
-        raise NotImplementedError("runner='emr' is not available yet")
+        preflight_emr_run(
+            aws_credentials_block, songs_uri, logs_uri, output_uri, code_bucket_uri, run_date
+        )
+        job = upload_spark_job(aws_credentials_block, str(code_bucket_uri))
+        cluster = create_emr_cluster(
+            aws_credentials_block, cluster_config_block, str(current_flow_run.id)
+        )
+        max_wait = max_wait_minutes * 60
+        try:
+            wait_for_emr_cluster(aws_credentials_block, cluster.cluster_id, poll_seconds, max_wait)
+            step_id = submit_spark_step(
+                aws_credentials_block, cluster.cluster_id, job, job_args, run_id
+            )
+            wait_for_spark_step(aws_credentials_block, cluster, step_id, poll_seconds, max_wait)
+        finally:
+            terminate_emr_cluster(aws_credentials_block, cluster.cluster_id)
+        summary = read_run_summary_from_s3(aws_credentials_block, output_uri, run_id)
     publish_run_report(summary)
     return summary
 

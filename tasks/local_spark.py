@@ -13,7 +13,13 @@ from spark_etl.summary import RunSummary, summary_uri
 from tasks.ops.local_inputs import find_missing_inputs, java_problem
 
 # The job's own log lines that are worth a line in the flow's log; Spark's INFO chatter is not.
-_NOISY_PREFIXES = ("WARN", "INFO", "Using Spark's default log4j", "To adjust logging level", "Setting default log level")
+_NOISY_PREFIXES = (
+    "WARN",
+    "INFO",
+    "Using Spark's default log4j",
+    "To adjust logging level",
+    "Setting default log level",
+)
 
 
 @task(name="Create the sample lake")

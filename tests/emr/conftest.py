@@ -1,0 +1,112 @@
+"""moto-backed AWS for the EMR tests: buckets with a tiny lake, blocks, scripted steps."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from deployments.blocks import EmrClusterConfig
+from spark_etl.summary import CheckResult, RunSummary, summary_uri
+
+REGION = "us-east-1"
+FAKE_SECRET = "fAkE/SeCrEt+KeY0123456789abcdefghijklmnop"  # must never show up anywhere
+RAW, OUT, CODE, LOGS = "sparkify-raw", "sparkify-out", "sparkify-code", "sparkify-logs"
+SONGS_URI, LOGS_URI = f"s3://{RAW}/song_data", f"s3://{RAW}/log_data"
+OUTPUT_URI, CODE_URI, LOG_URI = f"s3://{OUT}/star", f"s3://{CODE}/jobs", f"s3://{LOGS}/emr"
+TABLE_COUNTS = {"songplays": 12, "users": 2, "songs": 2, "artists": 2, "time": 12}
+
+
+@pytest.fixture
+def aws(prefect_api: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto for every AWS call, a tiny raw lake, and the two blocks the flow loads."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        for bucket in (RAW, OUT, CODE, LOGS):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=RAW, Key="song_data/A/B/C/TRABC.json", Body=b'{"song_id": "SO1"}')
+        s3.put_object(Bucket=RAW, Key="log_data/2018/11/2018-11-01-events.json", Body=b"{}")
+        from prefect_aws import AwsCredentials
+
+        AwsCredentials(
+            aws_access_key_id="AKIAFAKEFAKEFAKEFAKE",
+            aws_secret_access_key=FAKE_SECRET,
+            region_name=REGION,
+        ).save("test-aws", overwrite=True)
+        EmrClusterConfig(log_uri=LOG_URI, core_instance_count=2, tags={"team": "data"}).save(
+            "test-emr", overwrite=True
+        )
+        yield
+
+
+def emr() -> Any:
+    """An independent client: what AWS really holds, not what the flow believes."""
+    return boto3.client("emr", region_name=REGION)
+
+
+def clusters_by_state() -> dict[str, str]:
+    return {c["Id"]: c["Status"]["State"] for c in emr().list_clusters()["Clusters"]}
+
+
+class ScriptedSteps:
+    """Wraps the flow's EMR client: describe_step walks through ``states`` (moto never
+    finishes a step); on COMPLETED it plants the summary the job would write, on FAILED
+    the step's stderr.gz where EMR would put it."""
+
+    def __init__(self, real: Any, states: list[str], plant_log: bool = True) -> None:
+        self._real, self._states, self._plant_log = real, list(states), plant_log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def describe_step(self, ClusterId: str, StepId: str) -> dict[str, Any]:
+        response = self._real.describe_step(ClusterId=ClusterId, StepId=StepId)
+        state = self._states.pop(0) if len(self._states) > 1 else self._states[0]
+        response["Step"]["Status"]["State"] = state
+        args = response["Step"]["Config"]["Args"]
+        if state == "COMPLETED":
+            plant_summary(args)
+        if state == "FAILED":
+            response["Step"]["Status"]["FailureDetails"] = {
+                "Reason": "Unknown Error.",
+                "LogFile": f"{LOG_URI}/{ClusterId}/steps/{StepId}/",
+            }
+            if self._plant_log:
+                body = "\n".join(f"log line {n}" for n in range(100))
+                body += "\nspark_etl: error: 120 of 1000 input records rejected (12.00%)\n"
+                boto3.client("s3", region_name=REGION).put_object(
+                    Bucket=LOGS,
+                    Key=f"emr/{ClusterId}/steps/{StepId}/stderr.gz",
+                    Body=gzip.compress(body.encode()),
+                )
+        return response
+
+
+def plant_summary(args: list[str]) -> None:
+    """Write the run summary the Spark job writes at the end of a successful run."""
+    output, run_id = args[args.index("--output") + 1], args[args.index("--run-id") + 1]
+    summary = RunSummary(
+        run_id=run_id,
+        mode="full",
+        run_date=None,
+        songs_uri=SONGS_URI,
+        logs_uri=LOGS_URI,
+        output_uri=output,
+        started_at="2018-11-02T06:00:00+00:00",
+        status="succeeded",
+        duration_seconds=42.0,
+        input_records={"song_data": 2, "log_data": 24},
+        tables=dict(TABLE_COUNTS),
+        checks=[CheckResult("key unique", "songplays", True, "0")],
+    )
+    bucket, key = summary_uri(output, run_id).removeprefix("s3://").split("/", 1)
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=bucket, Key=key, Body=json.dumps(json.loads(summary.to_json())).encode()
+    )
