@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import cast
+from typing import Any, cast
+from uuid import UUID
 
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact
+from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 
 from deployments.blocks import EmrClusterConfig
 from spark_etl.summary import RunSummary, summary_uri
@@ -243,3 +246,40 @@ def terminate_flow_run_clusters(aws_credentials_block: str, flow_run_id: str) ->
         emr_ops.cancel_active_steps(emr, cluster_id)
         emr_ops.terminate_cluster(emr, cluster_id)
     return cluster_ids
+
+
+@task(
+    name="Find this project's clusters",
+    retry_condition_fn=retry_transient_aws_errors,
+    **AWS_TASK_RETRIES,
+)
+def find_project_clusters(aws_credentials_block: str) -> list[dict[str, Any]]:
+    """Every active cluster tagged ``project=sparkify-lake``; untagged ones are never seen."""
+    clusters = list(emr_ops.iter_project_clusters(emr_client(aws_credentials_block)))
+    get_run_logger().info("Found %d active sparkify-lake clusters", len(clusters))
+    return clusters
+
+
+@task(name="Find live flow runs")
+def find_live_flow_runs(flow_run_ids: list[str]) -> set[str]:
+    """The ids among ``flow_run_ids`` whose flow run is not in a final state."""
+    live = set()
+    with get_client(sync_client=True) as client:
+        for flow_run_id in flow_run_ids:
+            try:
+                state = client.read_flow_run(UUID(flow_run_id)).state
+            except (ObjectNotFound, ValueError):
+                continue  # unknown or malformed id: nobody will terminate that cluster
+            if state is not None and not state.is_final():
+                live.add(flow_run_id)
+    return live
+
+
+@task(name="Publish the sweep report")
+def publish_sweep_report(rows: list[dict[str, object]], dry_run: bool) -> None:
+    """A table artifact of what the sweeper did (or, in a dry run, would do)."""
+    create_table_artifact(
+        key="emr-sweep",
+        table=rows or [{"cluster_id": "-", "action": "nothing to do", "reason": "-"}],
+        description="Dry run: nothing was terminated." if dry_run else "Clusters terminated.",
+    )

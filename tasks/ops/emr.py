@@ -390,3 +390,25 @@ def cluster_age_minutes(cluster: dict[str, Any], now: datetime) -> float:
 def flow_run_id_of(cluster: dict[str, Any]) -> str | None:
     """The flow run that started the cluster, from its tag."""
     return _tag(cluster, FLOW_RUN_TAG_KEY)
+
+
+def clusters_to_terminate(
+    clusters: list[dict[str, Any]], now: datetime, max_age_minutes: float, live_flow_runs: set[str]
+) -> list[tuple[dict[str, Any], str]]:
+    """Which project clusters the sweeper ends, and why (pure, for the sweeper flow).
+
+    Args:
+        clusters: Described active clusters that carry the project tag.
+        now: The current time (timezone-aware).
+        max_age_minutes: Older clusters are ended whatever their flow run does.
+        live_flow_runs: Ids of flow runs that are still pending or running.
+    """
+    doomed = []
+    for cluster in clusters:
+        age = cluster_age_minutes(cluster, now)
+        flow_run_id = flow_run_id_of(cluster)
+        if age > max_age_minutes:
+            doomed.append((cluster, f"older than {max_age_minutes:.0f} min ({age:.0f} min)"))
+        elif flow_run_id not in live_flow_runs:
+            doomed.append((cluster, f"its flow run {flow_run_id} is no longer running"))
+    return doomed

@@ -1,0 +1,66 @@
+"""The ``terminate_emr_clusters`` flow: the sweeper, the last line of defence against cost.
+
+It ends active clusters tagged ``project=sparkify-lake`` that are older than
+``max_age_minutes`` or whose flow run is no longer running. Clusters without the tag
+are never touched. Run it hourly (prefect.yaml) or by hand:
+``python flows/terminate_emr_clusters.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python flows/terminate_emr_clusters.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prefect import flow, get_run_logger
+
+from tasks.emr import (
+    find_live_flow_runs,
+    find_project_clusters,
+    publish_sweep_report,
+    terminate_emr_cluster,
+)
+from tasks.ops.emr import clusters_to_terminate, flow_run_id_of
+
+
+@flow(name="terminate_emr_clusters")
+def terminate_emr_clusters(
+    aws_credentials_block: str = "sparkify-aws",
+    max_age_minutes: float = 360.0,
+    dry_run: bool = False,
+) -> list[str]:
+    """Terminate this project's clusters that outlived their flow run or their time.
+
+    Args:
+        aws_credentials_block: Name of the prefect-aws ``AwsCredentials`` block.
+        max_age_minutes: A cluster older than this is ended even if its flow run still runs.
+        dry_run: Only report what would be terminated.
+
+    Returns:
+        Ids of the clusters terminated (or, in a dry run, that would be).
+    """
+    clusters = find_project_clusters(aws_credentials_block)
+    live = find_live_flow_runs([run for c in clusters if (run := flow_run_id_of(c))])
+    doomed = clusters_to_terminate(clusters, datetime.now(UTC), max_age_minutes, live)
+    for cluster, reason in doomed:
+        get_run_logger().info(
+            "%s %s: %s", "Would terminate" if dry_run else "Terminating", cluster["Id"], reason
+        )
+        if not dry_run:
+            terminate_emr_cluster(aws_credentials_block, cluster["Id"])
+    action = "would terminate" if dry_run else "terminated"
+    publish_sweep_report(
+        [
+            {"cluster_id": c["Id"], "name": c["Name"], "action": action, "reason": r}
+            for c, r in doomed
+        ],
+        dry_run,
+    )
+    return [cluster["Id"] for cluster, _ in doomed]
+
+
+if __name__ == "__main__":
+    terminate_emr_clusters()
