@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test lint setup check-java clean
+.PHONY: demo test lint setup check-java clean blocks
 
 demo: check-java ## Generate the sample lake (once) and run the songs_etl flow on local Spark
 	$(PY) flows/songs_etl.py
@@ -33,6 +33,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 check-java: setup ## Say what to install when no suitable Java is on PATH
 	@$(PY) -m tasks.ops.local_inputs
+
+blocks: setup ## Register the EmrClusterConfig block type with the Prefect API in use
+	PYTHONPATH=. $(VENV)/bin/prefect block register -m deployments.blocks
 
 clean: ## Remove the generated sample lake and tables (not the virtualenv)
 	rm -rf data/sample-lake data/star-schema
