@@ -35,6 +35,7 @@ from tasks.emr import (
 )
 from tasks.local_spark import ensure_sample_lake, run_spark_job_locally, validate_local_inputs
 from tasks.reporting import publish_run_report
+from tasks.schedule import resolve_run_date
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_LAKE = "data/sample-lake"
@@ -64,6 +65,7 @@ def songs_etl(
     logs_uri: str = DEFAULT_LOGS_URI,
     output_uri: str = DEFAULT_OUTPUT_URI,
     run_date: date | None = None,
+    process_previous_day: bool = False,
     max_reject_ratio: float = 0.01,
     aws_credentials_block: str = "sparkify-aws",
     cluster_config_block: str = "sparkify-emr",
@@ -80,6 +82,8 @@ def songs_etl(
         logs_uri: The event log folder (``log_data``).
         output_uri: Where the tables are written.
         run_date: A day for an incremental daily run; None for a full run.
+        process_previous_day: Without ``run_date``, process the UTC day before the run's
+            scheduled start (the daily deployment sets this).
         max_reject_ratio: Share of rejected input records above which the run fails.
         aws_credentials_block: Name of the prefect-aws ``AwsCredentials`` block (EMR).
         cluster_config_block: Name of the ``EmrClusterConfig`` block (EMR).
@@ -90,6 +94,7 @@ def songs_etl(
     Returns:
         The job's run summary (row counts, rejects, checks).
     """
+    run_date = resolve_run_date(run_date, process_previous_day)
     run_id = default_run_id()
     job_args = _job_arguments(songs_uri, logs_uri, output_uri, run_date, max_reject_ratio, run_id)
     if runner == "local":
