@@ -30,13 +30,15 @@ def test_a_naive_time_is_refused() -> None:
 
 
 def test_the_task_takes_the_day_before_the_scheduled_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+    from types import SimpleNamespace
+
     from tasks.schedule import resolve_run_date
 
-    # Prefect's runtime reads the scheduled start of the current run from this variable.
-    monkeypatch.setenv(
-        "PREFECT__RUNTIME__FLOW_RUN__SCHEDULED_START_TIME", "2019-01-01T06:00:00+00:00"
-    )
-    monkeypatch.setattr("tasks.schedule.get_run_logger", lambda: __import__("logging").getLogger())
+    # What prefect.runtime.flow_run reports inside a run scheduled for 06:00 on New Year's day.
+    scheduled = SimpleNamespace(scheduled_start_time=datetime(2019, 1, 1, 6, 0, tzinfo=UTC))
+    monkeypatch.setattr("tasks.schedule.flow_run", scheduled)
+    monkeypatch.setattr("tasks.schedule.get_run_logger", logging.getLogger)
     assert resolve_run_date.fn(None, True) == date(2018, 12, 31)
     assert resolve_run_date.fn(date(2018, 11, 5), True) == date(2018, 11, 5)  # given wins
     assert resolve_run_date.fn(None, False) is None  # a full run
