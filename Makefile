@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test lint setup check-java clean blocks
+.PHONY: demo test lint setup check-java clean blocks deploy serve server worker query
 
 demo: check-java ## Generate the sample lake (once) and run the songs_etl flow on local Spark
 	$(PY) flows/songs_etl.py
@@ -36,6 +36,23 @@ check-java: setup ## Say what to install when no suitable Java is on PATH
 
 blocks: setup ## Register the EmrClusterConfig block type with the Prefect API in use
 	PYTHONPATH=. $(VENV)/bin/prefect block register -m deployments.blocks
+
+deploy: setup ## Create the process work pool if missing, then deploy everything in prefect.yaml
+	$(VENV)/bin/prefect work-pool inspect sparkify-process >/dev/null 2>&1 || \
+		$(VENV)/bin/prefect work-pool create sparkify-process --type process
+	$(VENV)/bin/prefect --no-prompt deploy --all
+
+worker: setup ## Start a process worker for the deployments (Ctrl-C twice to stop)
+	$(VENV)/bin/prefect worker start --pool sparkify-process
+
+serve: setup ## Serve every flow with its schedule from one process, no worker needed
+	$(PY) deployments/serve.py
+
+server: setup ## A local Prefect server and UI on http://127.0.0.1:4200 (loopback only)
+	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+
+query: setup ## DuckDB over the local lake: the five tables as views, example queries
+	$(PY) -m deployments.query --lake data/star-schema
 
 clean: ## Remove the generated sample lake and tables (not the virtualenv)
 	rm -rf data/sample-lake data/star-schema

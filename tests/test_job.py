@@ -294,3 +294,13 @@ def test_the_job_enforces_utc_when_the_session_zone_is_elsewhere(
         "year", "month", "day", "hour"
     )
     assert (2018, 11, 30, 23) in [tuple(row) for row in months.collect()]
+
+
+def test_duckdb_example_queries_answer_from_the_job_output(full_output: Path) -> None:
+    from deployments.query import connect, run_examples
+
+    assert run_examples(connect(full_output)) == {
+        "Top 5 songs by plays": [("One", "A", 4), ("Two", "B", 4)],
+        "Plays by hour of day (UTC)": [(0, 4), (12, 4), (23, 4)],
+        "Free vs paid users and their plays": [("paid", 2, 12)],
+    }
