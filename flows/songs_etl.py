@@ -33,6 +33,7 @@ from tasks.emr import (
     wait_for_emr_cluster,
     wait_for_spark_step,
 )
+from tasks.glue import register_tables_in_glue
 from tasks.local_spark import ensure_sample_lake, run_spark_job_locally, validate_local_inputs
 from tasks.reporting import publish_run_report
 from tasks.schedule import resolve_run_date
@@ -70,6 +71,7 @@ def songs_etl(
     aws_credentials_block: str = "sparkify-aws",
     cluster_config_block: str = "sparkify-emr",
     code_bucket_uri: str | None = None,
+    glue_database: str | None = "sparkify_lake",
     poll_seconds: float = 30.0,
     max_wait_minutes: float = 180.0,
 ) -> RunSummary:
@@ -88,6 +90,8 @@ def songs_etl(
         aws_credentials_block: Name of the prefect-aws ``AwsCredentials`` block (EMR).
         cluster_config_block: Name of the ``EmrClusterConfig`` block (EMR).
         code_bucket_uri: s3:// folder that receives the job code (EMR).
+        glue_database: Glue database in which the tables are registered after a run on
+            EMR, for Athena and Redshift Spectrum; None to skip.
         poll_seconds: Delay between two looks at the cluster or the step (EMR).
         max_wait_minutes: Longest wait for the cluster, then for the step (EMR).
 
@@ -117,6 +121,8 @@ def songs_etl(
         finally:
             terminate_emr_cluster(aws_credentials_block, cluster.cluster_id)
         summary = read_run_summary_from_s3(aws_credentials_block, output_uri, run_id)
+        if glue_database:
+            register_tables_in_glue(aws_credentials_block, glue_database, output_uri)
     publish_run_report(summary)
     return summary
 

@@ -10,6 +10,7 @@ from prefect_aws import AwsCredentials
 
 if TYPE_CHECKING:
     from mypy_boto3_emr import EMRClient
+    from mypy_boto3_glue import GlueClient
     from mypy_boto3_s3 import S3Client
 
 # botocore retries throttling and 5xx itself, pacing calls to what the account allows.
@@ -36,20 +37,26 @@ AWS_TASK_RETRIES: dict[str, Any] = {
 
 def emr_client(credentials_block: str) -> EMRClient:
     """An EMR client from the named ``AwsCredentials`` block."""
-    return _session(credentials_block).client("emr", config=BOTO_CONFIG)
+    return session(credentials_block).client("emr", config=BOTO_CONFIG)
 
 
 def s3_client(credentials_block: str) -> S3Client:
     """An S3 client from the named ``AwsCredentials`` block."""
-    return _session(credentials_block).client("s3", config=BOTO_CONFIG)
+    return session(credentials_block).client("s3", config=BOTO_CONFIG)
+
+
+def glue_client(credentials_block: str) -> GlueClient:
+    """A Glue client from the named ``AwsCredentials`` block."""
+    return session(credentials_block).client("glue", config=BOTO_CONFIG)
 
 
 def sts_client(credentials_block: str) -> Any:
     """An STS client from the named ``AwsCredentials`` block."""
-    return _session(credentials_block).client("sts", config=BOTO_CONFIG)
+    return session(credentials_block).client("sts", config=BOTO_CONFIG)
 
 
-def _session(credentials_block: str) -> Any:
+def session(credentials_block: str) -> Any:
+    """A boto3 session from the named ``AwsCredentials`` block."""
     # Tasks are synchronous, so load() returns the block, not a coroutine.
     credentials = cast(AwsCredentials, AwsCredentials.load(credentials_block))
     return credentials.get_boto3_session()
