@@ -170,6 +170,20 @@ def write_text(spark: SparkSession, uri: str, text: str) -> None:
         stream.close()
 
 
+def read_text(spark: SparkSession, uri: str) -> str | None:
+    """A small text file's content, or None when it does not exist."""
+    fs, path = _filesystem(spark, uri)
+    if not fs.exists(path):
+        return None
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    stream = fs.open(path)
+    try:
+        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
+
+
 def path_exists(spark: SparkSession, uri: str) -> bool:
     """True when ``uri`` exists."""
     fs, path = _filesystem(spark, uri)

@@ -25,7 +25,7 @@ from spark_etl.errors import JobError, PostLoadCheckError, RejectThresholdExceed
 from spark_etl.main import JobArgs
 from spark_etl.schemas import EVENT_FIELD_TYPES, EVENT_REQUIRED, SONG_FIELD_TYPES, SONG_REQUIRED
 from spark_etl.session import enforce_utc
-from spark_etl.summary import SUCCEEDED, RejectCount, RunSummary, summary_uri
+from spark_etl.summary import SUCCEEDED, RejectCount, RunSummary, last_success_uri, summary_uri
 from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TABLES, TIME, USERS
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def run_job(spark: SparkSession, args: JobArgs) -> RunSummary:
         max_reject_ratio=args.max_reject_ratio,
     )
     started = time.monotonic()
+    summary.previous_tables = _previous_table_counts(spark, args.output_uri)
     try:
         _run_stages(spark, args, summary)
         summary.status = SUCCEEDED
@@ -238,9 +239,17 @@ def _check_output(spark: SparkSession, output_uri: str, summary: RunSummary) -> 
         )
 
 
+def _previous_table_counts(spark: SparkSession, output_uri: str) -> dict[str, int]:
+    """Row counts of the latest successful run on this output, for "change since"."""
+    text = io.read_text(spark, last_success_uri(output_uri))
+    return RunSummary.from_json(text).tables if text else {}
+
+
 def _write_summary(spark: SparkSession, summary: RunSummary) -> None:
-    """Write the summary beside the tables."""
+    """Write the summary beside the tables (and, on success, as the latest success)."""
     io.write_text(spark, summary_uri(summary.output_uri, summary.run_id), summary.to_json())
+    if summary.status == SUCCEEDED:
+        io.write_text(spark, last_success_uri(summary.output_uri), summary.to_json())
 
 
 @contextmanager

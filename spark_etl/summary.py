@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 RUNS_FOLDER = "_runs"
+LAST_SUCCESS = "_last_succeeded.json"  # a copy of the latest successful run's summary
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 
@@ -53,6 +54,7 @@ class RunSummary:
     rejects: list[RejectCount] = field(default_factory=list)
     max_reject_ratio: float = 0.01
     tables: dict[str, int] = field(default_factory=dict)
+    previous_tables: dict[str, int] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -91,6 +93,11 @@ class RunSummary:
             return cls(**payload)
         except (TypeError, json.JSONDecodeError) as err:
             raise ValueError(f"not a sparkify-lake run summary: {err}") from err
+
+
+def last_success_uri(output_uri: str) -> str:
+    """Where the job keeps a copy of the latest successful summary (for "change since")."""
+    return f"{output_uri.rstrip('/')}/{RUNS_FOLDER}/{LAST_SUCCESS}"
 
 
 def summary_uri(output_uri: str, run_id: str) -> str:

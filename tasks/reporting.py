@@ -17,7 +17,7 @@ def publish_run_report(summary: RunSummary) -> str | None:
     """
     logger = get_run_logger()
     for table, rows in summary.tables.items():
-        logger.info("%-10s %9d rows", table, rows)
+        logger.info("%-10s %9d rows (%s)", table, rows, _change(summary, table, rows))
     logger.info(
         "Rejected %d of %d input records (%.4f%%, limit %.4f%%)",
         summary.reject_total,
@@ -37,10 +37,22 @@ def publish_run_report(summary: RunSummary) -> str | None:
 def report_rows(summary: RunSummary) -> list[dict[str, object]]:
     """One row per table, then one per reject reason: the artifact's table."""
     rows: list[dict[str, object]] = [
-        {"kind": "table", "name": table, "rows": count} for table, count in summary.tables.items()
+        {"kind": "table", "name": table, "rows": count, "change": _change(summary, table, count)}
+        for table, count in summary.tables.items()
     ]
     rows += [
-        {"kind": f"rejects ({reject.source})", "name": reject.reason, "rows": reject.count}
+        {
+            "kind": f"rejects ({reject.source})",
+            "name": reject.reason,
+            "rows": reject.count,
+            "change": "",
+        }
         for reject in summary.rejects
     ]
     return rows
+
+
+def _change(summary: RunSummary, table: str, count: int) -> str:
+    """``+12`` / ``-3`` / ``0`` against the previous successful run, ``new`` without one."""
+    previous = summary.previous_tables.get(table)
+    return "new" if previous is None else f"{count - previous:+d}" if count != previous else "0"

@@ -192,9 +192,10 @@ def test_a_full_rerun_leaves_the_same_tables(
     spark: SparkSession, lake: Path, full_output: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "out"
-    run_job(spark, job_args(lake, output))
-    run_job(spark, job_args(lake, output, run_id="second"))
+    first = run_job(spark, job_args(lake, output))
+    second = run_job(spark, job_args(lake, output, run_id="second"))
     assert_same_tables(spark, output, full_output)
+    assert (first.previous_tables, second.previous_tables) == ({}, first.tables)
 
 
 def test_daily_runs_in_any_order_equal_one_full_run_and_rerun_changes_nothing(
