@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test lint setup check-java clean blocks deploy serve server worker query
+.PHONY: demo test lint setup check-java clean blocks deploy serve server worker query bench \
+	bench-large local-fs-jar
 
 demo: check-java ## Generate the sample lake (once) and run the songs_etl flow on local Spark
 	$(PY) flows/songs_etl.py
@@ -53,6 +54,20 @@ server: setup ## A local Prefect server and UI on http://127.0.0.1:4200 (loopbac
 
 query: setup ## DuckDB over the local lake: the five tables as views, example queries
 	$(PY) -m deployments.query --lake data/star-schema
+
+bench: check-java ## Time the job beside the tutorial-style job and DuckDB on lakes S and M
+	$(PY) bench/run.py --sizes S M
+
+bench-large: check-java ## The same on lake L (50k songs, 10M events; ~45 min on 2 cores)
+	$(PY) bench/run.py --sizes L
+
+LOCAL_FS_DIR := spark_etl/localfs
+local-fs-jar: setup ## Rebuild the local file system jar from its source (needs javac 17+)
+	rm -rf build/localfs && mkdir -p build/localfs
+	javac --release 17 -cp "$$(ls $(VENV)/lib/python3*/site-packages/pyspark/jars/hadoop-client-api-*.jar)" \
+		-d build/localfs $(LOCAL_FS_DIR)/FastLocalFileSystem.java
+	jar --create --date 2020-01-01T00:00:00Z --file $(LOCAL_FS_DIR)/sparkify-local-fs.jar \
+		-C build/localfs sparkify
 
 clean: ## Remove the generated sample lake and tables (not the virtualenv)
 	rm -rf data/sample-lake data/star-schema

@@ -39,16 +39,25 @@ def connect(lake: Path) -> duckdb.DuckDBPyConnection:
         FileNotFoundError: A table folder is missing (run ``make demo`` first).
     """
     connection = duckdb.connect()
+    create_views(connection, lake)
+    return connection
+
+
+def create_views(connection: duckdb.DuckDBPyConnection, lake: Path, prefix: str = "") -> None:
+    """One view per table of ``lake``, named ``<prefix><table>``.
+
+    Raises:
+        FileNotFoundError: A table folder is missing (run ``make demo`` first).
+    """
     for name, spec in TABLES.items():
         folder = lake / name
         if not folder.is_dir():
             raise FileNotFoundError(f"no table {name} under {lake}: run `make demo` first")
         pattern = "/*" * len(spec.partition_by) + "/*.parquet"
         connection.execute(
-            f"CREATE VIEW {name} AS SELECT {', '.join(spec.column_names)} "
+            f"CREATE VIEW {prefix}{name} AS SELECT {', '.join(spec.column_names)} "
             f"FROM read_parquet('{folder}{pattern}', hive_partitioning = true)"
         )
-    return connection
 
 
 def run_examples(connection: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[object, ...]]]:

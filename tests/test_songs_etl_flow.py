@@ -13,9 +13,14 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
 )
+from pyspark.sql import SparkSession
 
 from flows.songs_etl import songs_etl
-from tests.test_job import DAYS, catalogue, day_events, write_lake
+from tests.test_job import (  # noqa: F401 (lake and full_output are fixtures)
+    assert_same_tables,
+    full_output,
+    lake,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -28,8 +33,12 @@ def run_artifacts(flow_run_id: object) -> list[object]:
         )
 
 
-def test_local_run_builds_the_tables_and_publishes_the_report(tmp_path: Path) -> None:
-    lake = write_lake(tmp_path / "lake", {day: day_events(day) for day in DAYS}, catalogue())
+def test_local_run_builds_the_tables_and_publishes_the_report(
+    tmp_path: Path,
+    spark: SparkSession,
+    lake: Path,  # noqa: F811
+    full_output: Path,  # noqa: F811
+) -> None:
 
     state = songs_etl(
         runner="local",
@@ -52,6 +61,14 @@ def test_local_run_builds_the_tables_and_publishes_the_report(tmp_path: Path) ->
         ("artists", 2),
         ("time", 12),
     }
+    # The job's own JVM writes through spark_etl/localfs: the same tables as an in-process
+    # run, with the usual permissions and no .crc side files.
+    assert_same_tables(spark, tmp_path / "out", full_output)
+    written = list((tmp_path / "out").rglob("*"))
+    assert [path for path in written if path.name.endswith(".crc")] == []
+    modes = {oct(path.stat().st_mode & 0o777) for path in written if path.suffix == ".parquet"}
+    folders = {oct(path.stat().st_mode & 0o777) for path in written if path.is_dir()}
+    assert (modes, folders) == ({"0o644"}, {"0o755"})
 
 
 def test_a_missing_input_fails_the_flow_before_spark_starts(tmp_path: Path) -> None:
