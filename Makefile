@@ -58,7 +58,7 @@ query: setup ## DuckDB over the local lake: the five tables as views, example qu
 bench: check-java ## Time the job beside the tutorial-style job and DuckDB on lakes S and M
 	$(PY) bench/run.py --sizes S M
 
-bench-large: check-java ## The same on lake L (50k songs, 10M events; ~45 min on 2 cores)
+bench-large: check-java ## The same on lake L (50k songs, 10M events; ~20 min on 2 cores)
 	$(PY) bench/run.py --sizes L
 
 LOCAL_FS_DIR := spark_etl/localfs
