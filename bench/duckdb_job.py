@@ -164,7 +164,7 @@ def run(songs: str, logs: str, output: Path, threads: int | None = None) -> dict
 
 
 def _reject_or_fail(connection: duckdb.DuckDBPyConnection, max_ratio: float = 0.01) -> None:
-    """Keep the rejects' count; fail like the Spark job above the allowed share."""
+    """Fail like the Spark job when rejects exceed the allowed share of all records."""
     row = connection.execute(
         "SELECT count(*), count(reject_reason) FROM "
         "(SELECT reject_reason FROM parsed_songs UNION ALL SELECT reject_reason FROM parsed_events)"

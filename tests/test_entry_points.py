@@ -135,3 +135,16 @@ def test_the_job_package_is_reproducible_and_holds_the_package() -> None:
     names = zipfile.ZipFile(BytesIO(first.zip_bytes)).namelist()
     assert {"spark_etl/__init__.py", "spark_etl/main.py", "spark_etl/job.py"} <= set(names)
     assert first.entry_bytes.startswith(b'"""spark-submit entry script')
+
+
+def test_the_local_file_system_is_only_for_a_jvm_the_job_starts_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from spark_etl.session import LOCAL_FS_JAR, LOCAL_JVM_SETTINGS, local_jvm_settings
+
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    assert LOCAL_FS_JAR.is_file()
+    assert local_jvm_settings() == LOCAL_JVM_SETTINGS
+    # Under spark-submit (EMR) the JVM is already up: its file systems are left alone.
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "40123")
+    assert local_jvm_settings() == {}
