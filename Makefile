@@ -36,7 +36,7 @@ check-java: setup ## Say what to install when no suitable Java is on PATH
 	@$(PY) -m tasks.ops.local_inputs
 
 blocks: setup ## Register the EmrClusterConfig block type with the Prefect API in use
-	PYTHONPATH=. $(VENV)/bin/prefect block register -m deployments.blocks
+	PYTHONPATH=. $(VENV)/bin/prefect block register -m tasks.emr
 
 deploy: setup ## Create the process work pool if missing, then deploy everything in prefect.yaml
 	$(VENV)/bin/prefect work-pool inspect sparkify-process >/dev/null 2>&1 || \

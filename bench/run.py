@@ -28,6 +28,8 @@ if __package__ in (None, ""):  # `python bench/run.py`: make the project importa
 
 from bench.compare import differences
 from bench.measure import Measurement, measure
+from spark_etl.args import JobArgs
+from spark_etl.lake import LOG_SOURCE, SONG_SOURCE
 from spark_etl.sample_lake import MANIFEST, SampleLakeConfig, generate_sample_lake
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -78,12 +80,9 @@ def ensure_lake(size: Size) -> Path:
 def command(contender: str, lake: Path, output: Path) -> list[str]:
     """How each contender is started (all with this interpreter, default settings)."""
     python = sys.executable
+    songs, logs = str(lake / SONG_SOURCE), str(lake / LOG_SOURCE)
     if contender == "job":
-        return [
-            *(python, "-m", "spark_etl"),
-            *("--songs", str(lake / "song_data"), "--logs", str(lake / "log_data")),
-            *("--output", str(output)),
-        ]
+        return [python, "-m", "spark_etl", *JobArgs(songs, logs, str(output)).to_argv()]
     if contender == "tutorial":
         return [
             python,
@@ -95,8 +94,7 @@ def command(contender: str, lake: Path, output: Path) -> list[str]:
         ]
     return [
         *(python, str(BENCH_DIR / "duckdb_job.py")),
-        *("--songs", str(lake / "song_data"), "--logs", str(lake / "log_data")),
-        *("--output", str(output)),
+        *("--songs", songs, "--logs", logs, "--output", str(output)),
     ]
 
 

@@ -20,9 +20,11 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run as current_flow_run
 
-from spark_etl.main import default_run_id
+from spark_etl.args import DEFAULT_MAX_REJECT_RATIO, JobArgs
 from spark_etl.summary import RunSummary
+from tasks.aws import DEFAULT_CREDENTIALS_BLOCK
 from tasks.emr import (
+    DEFAULT_CLUSTER_CONFIG_BLOCK,
     create_emr_cluster,
     preflight_emr_run,
     read_run_summary_from_s3,
@@ -50,7 +52,7 @@ Runner = Literal["local", "emr"]
 def _terminate_emr_clusters_of_run(flow: Any, flow_run: Any, state: Any) -> None:
     """Backstop hook: a cancelled or crashed EMR run leaves no cluster behind."""
     if flow_run.parameters.get("runner") == "emr":
-        block = flow_run.parameters.get("aws_credentials_block", "sparkify-aws")
+        block = flow_run.parameters.get("aws_credentials_block", DEFAULT_CREDENTIALS_BLOCK)
         terminate_flow_run_clusters(block, str(flow_run.id))
 
 
@@ -67,9 +69,9 @@ def songs_etl(
     output_uri: str = DEFAULT_OUTPUT_URI,
     run_date: date | None = None,
     process_previous_day: bool = False,
-    max_reject_ratio: float = 0.01,
-    aws_credentials_block: str = "sparkify-aws",
-    cluster_config_block: str = "sparkify-emr",
+    max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
+    aws_credentials_block: str = DEFAULT_CREDENTIALS_BLOCK,
+    cluster_config_block: str = DEFAULT_CLUSTER_CONFIG_BLOCK,
     code_bucket_uri: str | None = None,
     glue_database: str | None = "sparkify_lake",
     poll_seconds: float = 30.0,
@@ -98,71 +100,64 @@ def songs_etl(
     Returns:
         The job's run summary (row counts, rejects, checks).
     """
-    run_date = resolve_run_date(run_date, process_previous_day)
-    run_id = default_run_id()
-    job_args = _job_arguments(songs_uri, logs_uri, output_uri, run_date, max_reject_ratio, run_id)
+    job_args = JobArgs(
+        songs_uri=songs_uri,
+        logs_uri=logs_uri,
+        output_uri=output_uri,
+        run_date=resolve_run_date(run_date, process_previous_day),
+        max_reject_ratio=max_reject_ratio,
+    )
     if runner == "local":
-        summary = _run_locally(songs_uri, logs_uri, output_uri, run_date, job_args, run_id)
+        summary = _run_locally(job_args)
     else:
-        preflight_emr_run(
-            aws_credentials_block, songs_uri, logs_uri, output_uri, code_bucket_uri, run_date
+        summary = _run_on_emr(
+            job_args,
+            aws_credentials_block,
+            cluster_config_block,
+            code_bucket_uri,
+            poll_seconds,
+            max_wait_minutes * 60,
         )
-        job = upload_spark_job(aws_credentials_block, str(code_bucket_uri))
-        cluster = create_emr_cluster(
-            aws_credentials_block, cluster_config_block, str(current_flow_run.id)
-        )
-        max_wait = max_wait_minutes * 60
-        try:
-            wait_for_emr_cluster(aws_credentials_block, cluster.cluster_id, poll_seconds, max_wait)
-            step_id = submit_spark_step(
-                aws_credentials_block, cluster.cluster_id, job, job_args, run_id
-            )
-            wait_for_spark_step(aws_credentials_block, cluster, step_id, poll_seconds, max_wait)
-        finally:
-            terminate_emr_cluster(aws_credentials_block, cluster.cluster_id)
-        summary = read_run_summary_from_s3(aws_credentials_block, output_uri, run_id)
         if glue_database:
             register_tables_in_glue(aws_credentials_block, glue_database, output_uri)
     publish_run_report(summary)
     return summary
 
 
-def _run_locally(
-    songs_uri: str,
-    logs_uri: str,
-    output_uri: str,
-    run_date: date | None,
-    job_args: list[str],
-    run_id: str,
-) -> RunSummary:
+def _run_locally(job_args: JobArgs) -> RunSummary:
     """The local path: sample lake when the defaults are used, checks, then local Spark."""
-    if songs_uri == DEFAULT_SONGS_URI and logs_uri == DEFAULT_LOGS_URI:
+    if (job_args.songs_uri, job_args.logs_uri) == (DEFAULT_SONGS_URI, DEFAULT_LOGS_URI):
         ensure_sample_lake(str(PROJECT_ROOT / SAMPLE_LAKE))
-    songs, logs, output = (_local_path(uri) for uri in (songs_uri, logs_uri, output_uri))
-    validate_local_inputs(songs, logs, run_date.isoformat() if run_date else None)
-    max_reject_ratio = _arg(job_args, "--max-reject-ratio")
-    local_args = _job_arguments(songs, logs, output, run_date, max_reject_ratio, run_id)
-    return run_spark_job_locally(local_args, output, run_id)
+    local_args = job_args.with_locations(
+        *(_local_path(uri) for uri in (job_args.songs_uri, job_args.logs_uri, job_args.output_uri))
+    )
+    validate_local_inputs(local_args)
+    return run_spark_job_locally(local_args)
 
 
-def _job_arguments(
-    songs_uri: str,
-    logs_uri: str,
-    output_uri: str,
-    run_date: date | None,
-    max_reject_ratio: float | str,
-    run_id: str,
-) -> list[str]:
-    """The Spark job's command line, the same for every runner."""
-    arguments = ["--songs", songs_uri, "--logs", logs_uri, "--output", output_uri]
-    if run_date is not None:
-        arguments += ["--date", run_date.isoformat()]
-    return [*arguments, "--max-reject-ratio", str(max_reject_ratio), "--run-id", run_id]
-
-
-def _arg(arguments: list[str], name: str) -> str:
-    """The value following ``name`` in a command line."""
-    return arguments[arguments.index(name) + 1]
+def _run_on_emr(
+    job_args: JobArgs,
+    aws_credentials_block: str,
+    cluster_config_block: str,
+    code_bucket_uri: str | None,
+    poll_seconds: float,
+    max_wait_seconds: float,
+) -> RunSummary:
+    """The EMR path: preflight, upload, cluster, step, and a cluster ended whatever happens."""
+    preflight_emr_run(aws_credentials_block, job_args, code_bucket_uri)
+    job = upload_spark_job(aws_credentials_block, str(code_bucket_uri))
+    cluster = create_emr_cluster(
+        aws_credentials_block, cluster_config_block, str(current_flow_run.id)
+    )
+    try:
+        wait_for_emr_cluster(
+            aws_credentials_block, cluster.cluster_id, poll_seconds, max_wait_seconds
+        )
+        step_id = submit_spark_step(aws_credentials_block, cluster.cluster_id, job, job_args)
+        wait_for_spark_step(aws_credentials_block, cluster, step_id, poll_seconds, max_wait_seconds)
+    finally:
+        terminate_emr_cluster(aws_credentials_block, cluster.cluster_id)
+    return read_run_summary_from_s3(aws_credentials_block, job_args.output_uri, job_args.run_id)
 
 
 def _local_path(uri: str) -> str:

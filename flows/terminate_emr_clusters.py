@@ -9,26 +9,26 @@ are never touched. Run it hourly (prefect.yaml) or by hand:
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python flows/terminate_emr_clusters.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
-from tasks.emr import (
+from tasks.aws import DEFAULT_CREDENTIALS_BLOCK
+from tasks.emr import terminate_emr_cluster
+from tasks.sweeper import (
+    choose_clusters_to_terminate,
     find_live_flow_runs,
     find_project_clusters,
     publish_sweep_report,
-    terminate_emr_cluster,
 )
-from tasks.ops.emr import clusters_to_terminate, flow_run_id_of
 
 
 @flow(name="terminate_emr_clusters")
 def terminate_emr_clusters(
-    aws_credentials_block: str = "sparkify-aws",
+    aws_credentials_block: str = DEFAULT_CREDENTIALS_BLOCK,
     max_age_minutes: float = 360.0,
     dry_run: bool = False,
 ) -> list[str]:
@@ -43,22 +43,12 @@ def terminate_emr_clusters(
         Ids of the clusters terminated (or, in a dry run, that would be).
     """
     clusters = find_project_clusters(aws_credentials_block)
-    live = find_live_flow_runs([run for c in clusters if (run := flow_run_id_of(c))])
-    doomed = clusters_to_terminate(clusters, datetime.now(UTC), max_age_minutes, live)
-    for cluster, reason in doomed:
-        get_run_logger().info(
-            "%s %s: %s", "Would terminate" if dry_run else "Terminating", cluster["Id"], reason
-        )
-        if not dry_run:
+    live = find_live_flow_runs(clusters)
+    doomed = choose_clusters_to_terminate(clusters, max_age_minutes, live)
+    if not dry_run:
+        for cluster, _ in doomed:
             terminate_emr_cluster(aws_credentials_block, cluster["Id"])
-    action = "would terminate" if dry_run else "terminated"
-    publish_sweep_report(
-        [
-            {"cluster_id": c["Id"], "name": c["Name"], "action": action, "reason": r}
-            for c, r in doomed
-        ],
-        dry_run,
-    )
+    publish_sweep_report(doomed, dry_run)
     return [cluster["Id"] for cluster, _ in doomed]
 
 

@@ -14,30 +14,19 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_etl.errors import InputNotFoundError
+from spark_etl.lake import DAY_FILE_NAME, LOG_SOURCE, join_uri
 from spark_etl.tables import TableSpec
 from spark_etl.transform import LINE, REJECT_REASON, SOURCE_FILE
 
 logger = logging.getLogger(__name__)
 
 REJECTS_FOLDER = "_rejects"
-SONG_SOURCE = "song_data"
-LOG_SOURCE = "log_data"
 STATE_FOLDER = "_state"
 STAGING_FOLDER = "_staging"
 USER_STATE = "users"
 # Target size of a parquet file: large enough for fast scans in Athena and Spark, small
 # enough that a partition is still written by several tasks in parallel.
 ROWS_PER_FILE = 2_000_000
-
-
-def join_uri(base: str, *parts: str) -> str:
-    """``base/part/...`` without doubled slashes."""
-    return "/".join([base.rstrip("/"), *(part.strip("/") for part in parts)])
-
-
-def day_log_uri(logs_uri: str, day: date) -> str:
-    """The log file of one day: ``log_data/YYYY/MM/YYYY-MM-DD-events.json``."""
-    return join_uri(logs_uri, f"{day:%Y/%m}", f"{day:%Y-%m-%d}-events.json")
 
 
 def require_input(spark: SparkSession, uri: str, label: str) -> None:
@@ -122,7 +111,7 @@ def write_rejects(rejects: DataFrame, output_uri: str, source: str, day: date | 
     if day is not None:
         rows.coalesce(1).write.mode("overwrite").json(join_uri(uri, f"day={day.isoformat()}"))
     elif source == LOG_SOURCE:
-        log_day = F.regexp_extract(F.col(SOURCE_FILE), r"(\d{4}-\d{2}-\d{2})-events\.json$", 1)
+        log_day = F.regexp_extract(F.col(SOURCE_FILE), DAY_FILE_NAME.pattern, 1)
         by_day = rows.withColumn("day", F.when(log_day != "", log_day).otherwise("unknown"))
         by_day.repartition("day").write.mode("overwrite").partitionBy("day").json(uri)
     else:

@@ -17,21 +17,18 @@ from datetime import UTC, datetime
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from spark_etl import io, transform
+from spark_etl.args import JobArgs
 from spark_etl.checks import check_tables
 from spark_etl.errors import JobError, PostLoadCheckError, RejectThresholdExceededError
-from spark_etl.main import JobArgs
+from spark_etl.lake import LOG_SOURCE, SONG_SOURCE, day_log_uri
 from spark_etl.schemas import EVENT_FIELD_TYPES, EVENT_REQUIRED, SONG_FIELD_TYPES, SONG_REQUIRED
 from spark_etl.session import enforce_utc
 from spark_etl.summary import SUCCEEDED, RejectCount, RunSummary, last_success_uri, summary_uri
 from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TABLES, TIME, USERS
 
 logger = logging.getLogger(__name__)
-
-SONG_SOURCE = io.SONG_SOURCE
-LOG_SOURCE = io.LOG_SOURCE
 
 
 @dataclass
@@ -113,7 +110,7 @@ def _check_inputs(spark: SparkSession, args: JobArgs) -> str:
     io.require_input(spark, args.logs_uri, LOG_SOURCE)
     if args.run_date is None:
         return args.logs_uri
-    day_file = io.day_log_uri(args.logs_uri, args.run_date)
+    day_file = day_log_uri(args.logs_uri, args.run_date)
     io.require_input(spark, day_file, f"{LOG_SOURCE} file for {args.run_date}")
     return day_file
 
@@ -206,22 +203,11 @@ def _merge_songplays_and_time(
             if not months:
                 break
             existing = io.read_table(spark, spec, args.output_uri)
-            merged = _merge_months(existing, new_rows, spec.key, months)
+            merged = transform.merge_months(existing, new_rows, spec.key, months)
             staged = io.stage(merged, spec.name, args.output_uri, args.run_id)
             io.overwrite_partitions(staged, spec, args.output_uri, staged.count())
     finally:
         io.drop_staging(spark, args.output_uri, args.run_id)
-
-
-def _merge_months(
-    existing: DataFrame, new_rows: DataFrame, key: tuple[str, ...], months: list[tuple[int, int]]
-) -> DataFrame:
-    """The touched months' existing rows plus the new ones; a new row replaces its old copy."""
-    in_months = F.lit(False)
-    for year, month in months:
-        in_months = in_months | ((F.col("year") == year) & (F.col("month") == month))
-    kept = existing.filter(in_months).join(new_rows.select(*key), list(key), "left_anti")
-    return kept.unionByName(new_rows)
 
 
 def _write_users(spark: SparkSession, events: DataFrame, args: JobArgs) -> None:

@@ -24,6 +24,8 @@ from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
+from spark_etl.lake import LOG_SOURCE, SONG_SOURCE, day_log_parts
+
 MANIFEST = "_manifest.json"
 DAY_MS = 86_400_000
 # Page mix of a logged-in session, close to the real logs (NextSong ~85 %).
@@ -117,7 +119,7 @@ def generate_sample_lake(
         workers: Processes generating days in parallel (default: CPU count).
     """
     songs = _catalogue(config)
-    song_counts = _write_songs(root / "song_data", songs, config)
+    song_counts = _write_songs(root / SONG_SOURCE, songs, config)
     days = [config.start_date + timedelta(days=offset) for offset in range(config.days)]
     tasks = [(root, config, songs, day, index) for index, day in enumerate(days)]
     with Pool(processes=max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))) as pool:
@@ -217,7 +219,7 @@ def _write_day(
     lines = [json.dumps(event, separators=(",", ":")).replace("/", "\\/") for event in events]
     if config.quirks and index % 5 == 0 and lines:
         lines = _plant_quirks(rng, lines, events, result)
-    path = root / "log_data" / f"{day:%Y}" / f"{day:%m}" / f"{day:%Y-%m-%d}-events.json"
+    path = root.joinpath(LOG_SOURCE, *day_log_parts(day))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     result.lines = len(lines)
@@ -427,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        for child in ("song_data", "log_data", MANIFEST):
+        for child in (SONG_SOURCE, LOG_SOURCE, MANIFEST):
             target = root / child
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     config = SampleLakeConfig(

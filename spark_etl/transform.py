@@ -234,6 +234,17 @@ def merge_user_states(*states: DataFrame) -> DataFrame:
     return combined.groupBy("user_id").agg(latest).select("user_id", "latest.*")
 
 
+def merge_months(
+    existing: DataFrame, new_rows: DataFrame, key: tuple[str, ...], months: list[tuple[int, int]]
+) -> DataFrame:
+    """The touched months' existing rows plus the new ones; a new row replaces its old copy."""
+    in_months = F.lit(False)
+    for year, month in months:
+        in_months = in_months | ((F.col("year") == year) & (F.col("month") == month))
+    kept = existing.filter(in_months).join(new_rows.select(*key), list(key), "left_anti")
+    return kept.unionByName(new_rows)
+
+
 def build_users(user_state: DataFrame) -> DataFrame:
     """``users`` from the user state: one row per user."""
     return _conform(user_state, USERS)

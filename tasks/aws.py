@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.config import Config
@@ -12,6 +14,9 @@ if TYPE_CHECKING:
     from mypy_boto3_emr import EMRClient
     from mypy_boto3_glue import GlueClient
     from mypy_boto3_s3 import S3Client
+
+# The block every flow loads unless told otherwise (`make` and the docs create it).
+DEFAULT_CREDENTIALS_BLOCK = "sparkify-aws"
 
 # botocore retries throttling and 5xx itself, pacing calls to what the account allows.
 BOTO_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8})
@@ -35,31 +40,42 @@ AWS_TASK_RETRIES: dict[str, Any] = {
 }
 
 
-def emr_client(credentials_block: str) -> EMRClient:
-    """An EMR client from the named ``AwsCredentials`` block."""
-    return session(credentials_block).client("emr", config=BOTO_CONFIG)
+@dataclass
+class AwsClients:
+    """The clients of one task, all from one load of the ``AwsCredentials`` block.
+
+    Each client is built on first use, inside the run (moto must be active before a
+    client exists), and only once.
+    """
+
+    session: Any
+
+    @cached_property
+    def emr(self) -> EMRClient:
+        """EMR client."""
+        return cast("EMRClient", self.session.client("emr", config=BOTO_CONFIG))
+
+    @cached_property
+    def s3(self) -> S3Client:
+        """S3 client."""
+        return cast("S3Client", self.session.client("s3", config=BOTO_CONFIG))
+
+    @cached_property
+    def glue(self) -> GlueClient:
+        """Glue client."""
+        return cast("GlueClient", self.session.client("glue", config=BOTO_CONFIG))
+
+    @cached_property
+    def sts(self) -> Any:
+        """STS client (typed loosely: the project does not install the STS stubs)."""
+        return self.session.client("sts", config=BOTO_CONFIG)
 
 
-def s3_client(credentials_block: str) -> S3Client:
-    """An S3 client from the named ``AwsCredentials`` block."""
-    return session(credentials_block).client("s3", config=BOTO_CONFIG)
-
-
-def glue_client(credentials_block: str) -> GlueClient:
-    """A Glue client from the named ``AwsCredentials`` block."""
-    return session(credentials_block).client("glue", config=BOTO_CONFIG)
-
-
-def sts_client(credentials_block: str) -> Any:
-    """An STS client from the named ``AwsCredentials`` block."""
-    return session(credentials_block).client("sts", config=BOTO_CONFIG)
-
-
-def session(credentials_block: str) -> Any:
-    """A boto3 session from the named ``AwsCredentials`` block."""
+def aws_clients(credentials_block: str) -> AwsClients:
+    """Clients from the named ``AwsCredentials`` block, loaded once."""
     # Tasks are synchronous, so load() returns the block, not a coroutine.
     credentials = cast(AwsCredentials, AwsCredentials.load(credentials_block))
-    return credentials.get_boto3_session()
+    return AwsClients(credentials.get_boto3_session())
 
 
 def is_transient(error: BaseException | None) -> bool:

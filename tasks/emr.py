@@ -1,38 +1,47 @@
-"""Tasks of the EMR runner: preflight, upload, create, wait, submit, wait, terminate, read back.
+"""The EMR runner: its cluster block and its tasks (preflight, upload, create, wait, submit,
+wait, terminate, read back).
 
-Thin wrappers: each builds its clients from the ``AwsCredentials`` block inside the run,
-calls ops from :mod:`tasks.ops.emr` / :mod:`tasks.ops.s3`, and logs what it saw.
+Thin wrappers: each loads the ``AwsCredentials`` block once inside the run, calls ops from
+:mod:`tasks.ops`, and logs what it saw. The block lives here, beside the tasks that load
+it, as prefect-aws keeps its blocks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
-from typing import Any, cast
-from uuid import UUID
+from typing import cast
 
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_table_artifact
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
+from prefect.artifacts import create_link_artifact
+from prefect.blocks.core import Block
 
-from deployments.blocks import EmrClusterConfig
+from spark_etl.args import JobArgs
 from spark_etl.summary import RunSummary, summary_uri
-from tasks.aws import (
-    AWS_TASK_RETRIES,
-    emr_client,
-    retry_transient_aws_errors,
-    s3_client,
-    sts_client,
-)
+from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
 from tasks.ops import emr as emr_ops
 from tasks.ops import s3 as s3_ops
 from tasks.ops.job_package import build_job_package
+from tasks.ops.preflight import PreflightError, check_aws_run, check_job_arguments
+
+# The cluster block every run loads unless told otherwise.
+DEFAULT_CLUSTER_CONFIG_BLOCK = "sparkify-emr"
 
 
-class PreflightError(ValueError):
-    """Something would make the run fail: found before any cluster costs money."""
+class EmrClusterConfig(Block, emr_ops.ClusterSpec):
+    """How to build the transient EMR cluster of a run (no secret lives here).
+
+    Register the type with ``make blocks`` and create a block in the UI or in Python
+    (docs/aws.md). The fields are :class:`tasks.ops.emr.ClusterSpec`'s.
+    """
+
+    _block_type_name = "EMR Cluster Config"
+    _description = "The transient EMR cluster of a sparkify-lake run: release, nodes, roles, logs."
+
+    def cluster_spec(self) -> emr_ops.ClusterSpec:
+        """The Prefect-free description the EMR ops take."""
+        fields = set(emr_ops.ClusterSpec.model_fields)
+        return emr_ops.ClusterSpec.model_validate(self.model_dump(include=fields))
 
 
 @dataclass(frozen=True)
@@ -51,46 +60,28 @@ class StartedCluster:
     log_uri: str
 
 
-@task(name="Preflight: inputs, output and credentials")
+@task(name="Preflight: arguments, inputs, output and credentials")
 def preflight_emr_run(
-    aws_credentials_block: str,
-    songs_uri: str,
-    logs_uri: str,
-    output_uri: str,
-    code_bucket_uri: str | None,
-    run_date: date | None,
+    aws_credentials_block: str, job_args: JobArgs, code_bucket_uri: str | None
 ) -> None:
     """Check everything a cluster would need before one is started.
 
     Raises:
-        PreflightError: A malformed URI, a missing or empty input, an unwritable output,
-            or credentials that do not resolve.
+        PreflightError: An argument the job would refuse, a malformed URI, a missing or
+            empty input, an unwritable output, or credentials that do not resolve.
     """
-    logger = get_run_logger()
-    if not code_bucket_uri:
-        raise PreflightError("runner='emr' needs code_bucket_uri, an s3:// folder for the job code")
+    check_job_arguments(job_args, code_bucket_uri)
+    clients = aws_clients(aws_credentials_block)
     try:
-        songs, logs, output, code = (
-            s3_ops.parse_s3_uri(uri) for uri in (songs_uri, logs_uri, output_uri, code_bucket_uri)
-        )
-    except s3_ops.InvalidS3UriError as err:
-        raise PreflightError(str(err)) from err
-    try:
-        identity = sts_client(aws_credentials_block).get_caller_identity()
-        logger.info("AWS credentials resolve to account %s", identity["Account"])
-        s3 = s3_client(aws_credentials_block)
-        for label, location in (("song_data", songs), ("log_data", logs)):
-            if not s3_ops.prefix_has_objects(s3, location):
-                raise PreflightError(f"{label} location {location.uri} is missing or empty")
-        if run_date is not None:
-            day_file = logs.child(f"{run_date:%Y/%m}", f"{run_date:%Y-%m-%d}-events.json")
-            if not s3_ops.object_exists(s3, day_file):
-                raise PreflightError(f"no log file for {run_date}: {day_file.uri} does not exist")
-        for location in (output, code):
-            s3_ops.check_writable(s3, location)
+        account = check_aws_run(clients.s3, clients.sts, job_args, str(code_bucket_uri))
     except ClientError as err:
         raise PreflightError(f"AWS refused a preflight check: {err}") from err
-    logger.info("Preflight passed: inputs found, %s and %s writable", output.uri, code.uri)
+    get_run_logger().info(
+        "Preflight passed in account %s: inputs found, %s and %s writable",
+        account,
+        job_args.output_uri,
+        code_bucket_uri,
+    )
 
 
 @task(
@@ -101,7 +92,7 @@ def upload_spark_job(aws_credentials_block: str, code_bucket_uri: str) -> Upload
     logger = get_run_logger()
     package = build_job_package()
     folder = s3_ops.parse_s3_uri(code_bucket_uri)
-    s3 = s3_client(aws_credentials_block)
+    s3 = aws_clients(aws_credentials_block).s3
     uploads = (
         (folder.child(f"spark_etl-{package.digest}.zip"), package.zip_bytes),
         (folder.child(f"spark_submit_entry-{package.digest}.py"), package.entry_bytes),
@@ -124,7 +115,7 @@ def create_emr_cluster(
     logger = get_run_logger()
     config = cast(EmrClusterConfig, EmrClusterConfig.load(cluster_config_block))
     spec = config.cluster_spec()
-    emr = emr_client(aws_credentials_block)
+    emr = aws_clients(aws_credentials_block).emr
     request = emr_ops.build_run_job_flow_request(spec, flow_run_id)
     cluster_id, created = emr_ops.create_cluster(emr, request, flow_run_id)
     logger.info(
@@ -151,7 +142,7 @@ def wait_for_emr_cluster(
     """Log every state until the cluster waits for work; fail fast when it ends instead."""
     logger = get_run_logger()
     emr_ops.wait_for_cluster(
-        emr_client(aws_credentials_block),
+        aws_clients(aws_credentials_block).emr,
         cluster_id,
         poll_seconds,
         max_wait_seconds,
@@ -165,11 +156,13 @@ def wait_for_emr_cluster(
     name="Submit the Spark step", retry_condition_fn=retry_transient_aws_errors, **AWS_TASK_RETRIES
 )
 def submit_spark_step(
-    aws_credentials_block: str, cluster_id: str, job: UploadedJob, job_args: list[str], run_id: str
+    aws_credentials_block: str, cluster_id: str, job: UploadedJob, job_args: JobArgs
 ) -> str:
     """Add the spark-submit step (a retry finds the step by its run-specific name)."""
-    step = emr_ops.build_spark_step(f"songs_etl {run_id}", job.entry_uri, job.package_uri, job_args)
-    step_id = emr_ops.submit_step(emr_client(aws_credentials_block), cluster_id, step)
+    step = emr_ops.build_spark_step(
+        f"songs_etl {job_args.run_id}", job.entry_uri, job.package_uri, job_args.to_argv()
+    )
+    step_id = emr_ops.submit_step(aws_clients(aws_credentials_block).emr, cluster_id, step)
     get_run_logger().info("Submitted step %s to cluster %s", step_id, cluster_id)
     return step_id
 
@@ -192,9 +185,9 @@ def wait_for_spark_step(
         EmrStepFailedError: The step ended as FAILED, CANCELLED or INTERRUPTED.
     """
     logger = get_run_logger()
-    emr = emr_client(aws_credentials_block)
+    clients = aws_clients(aws_credentials_block)
     state, status = emr_ops.wait_for_step(
-        emr,
+        clients.emr,
         cluster.cluster_id,
         step_id,
         poll_seconds,
@@ -202,8 +195,8 @@ def wait_for_spark_step(
         on_state=lambda state, reason: logger.info("Step %s is %s %s", step_id, state, reason),
     )
     if state in emr_ops.STEP_FAILED:
-        raise emr_ops.step_failure(
-            s3_client(aws_credentials_block),
+        raise emr_ops.build_step_failed_error(
+            clients.s3,
             cluster.cluster_id,
             step_id,
             state,
@@ -221,7 +214,7 @@ def wait_for_spark_step(
 )
 def terminate_emr_cluster(aws_credentials_block: str, cluster_id: str) -> None:
     """Cancel what still runs on the cluster and terminate it."""
-    emr = emr_client(aws_credentials_block)
+    emr = aws_clients(aws_credentials_block).emr
     emr_ops.cancel_active_steps(emr, cluster_id)
     emr_ops.terminate_cluster(emr, cluster_id)
     get_run_logger().info("Terminating EMR cluster %s", cluster_id)
@@ -235,51 +228,14 @@ def read_run_summary_from_s3(
 ) -> RunSummary:
     """The summary the job wrote to ``<output>/_runs/<run_id>.json``."""
     location = s3_ops.parse_s3_uri(summary_uri(output_uri, run_id))
-    return RunSummary.from_json(s3_ops.read_text(s3_client(aws_credentials_block), location))
+    return RunSummary.from_json(s3_ops.read_text(aws_clients(aws_credentials_block).s3, location))
 
 
 def terminate_flow_run_clusters(aws_credentials_block: str, flow_run_id: str) -> list[str]:
     """Backstop for crashed or cancelled runs: end every cluster tagged with the flow run."""
-    emr = emr_client(aws_credentials_block)
+    emr = aws_clients(aws_credentials_block).emr
     cluster_ids = emr_ops.find_flow_run_clusters(emr, flow_run_id)
     for cluster_id in cluster_ids:
         emr_ops.cancel_active_steps(emr, cluster_id)
         emr_ops.terminate_cluster(emr, cluster_id)
     return cluster_ids
-
-
-@task(
-    name="Find this project's clusters",
-    retry_condition_fn=retry_transient_aws_errors,
-    **AWS_TASK_RETRIES,
-)
-def find_project_clusters(aws_credentials_block: str) -> list[dict[str, Any]]:
-    """Every active cluster tagged ``project=sparkify-lake``; untagged ones are never seen."""
-    clusters = list(emr_ops.iter_project_clusters(emr_client(aws_credentials_block)))
-    get_run_logger().info("Found %d active sparkify-lake clusters", len(clusters))
-    return clusters
-
-
-@task(name="Find live flow runs")
-def find_live_flow_runs(flow_run_ids: list[str]) -> set[str]:
-    """The ids among ``flow_run_ids`` whose flow run is not in a final state."""
-    live = set()
-    with get_client(sync_client=True) as client:
-        for flow_run_id in flow_run_ids:
-            try:
-                state = client.read_flow_run(UUID(flow_run_id)).state
-            except (ObjectNotFound, ValueError):
-                continue  # unknown or malformed id: nobody will terminate that cluster
-            if state is not None and not state.is_final():
-                live.add(flow_run_id)
-    return live
-
-
-@task(name="Publish the sweep report")
-def publish_sweep_report(rows: list[dict[str, object]], dry_run: bool) -> None:
-    """A table artifact of what the sweeper did (or, in a dry run, would do)."""
-    create_table_artifact(
-        key="emr-sweep",
-        table=rows or [{"cluster_id": "-", "action": "nothing to do", "reason": "-"}],
-        description="Dry run: nothing was terminated." if dry_run else "Clusters terminated.",
-    )

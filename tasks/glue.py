@@ -6,10 +6,8 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from spark_etl.tables import TABLES
-from tasks.aws import AWS_TASK_RETRIES, glue_client, retry_transient_aws_errors, s3_client
+from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
 from tasks.ops import glue as glue_ops
-from tasks.ops.s3 import parse_s3_uri
 
 
 @task(
@@ -25,16 +23,7 @@ def register_tables_in_glue(
     Returns:
         New partitions added per table.
     """
-    logger = get_run_logger()
-    glue = glue_client(aws_credentials_block)
-    s3 = s3_client(aws_credentials_block)
-    output = parse_s3_uri(output_uri)
-    glue_ops.ensure_database(glue, database)
-    added = {}
-    for name, spec in TABLES.items():
-        location = output.child(name)
-        glue_ops.upsert_table(glue, database, spec, location)
-        values = glue_ops.partition_values_in_s3(s3, location, spec)
-        added[name] = glue_ops.add_missing_partitions(glue, database, spec, location, values)
-    logger.info("Glue database %s: tables up to date, new partitions %s", database, added)
+    clients = aws_clients(aws_credentials_block)
+    added = glue_ops.register_lake(clients.glue, clients.s3, database, output_uri)
+    get_run_logger().info("Glue database %s: tables up to date, new partitions %s", database, added)
     return added

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
+from spark_etl.args import JobArgs
 from spark_etl.summary import RunSummary, summary_uri
-from tasks.ops.local_inputs import find_missing_inputs, java_problem
+from tasks.ops.local_inputs import UnusableJavaError, find_missing_inputs, java_problem
 
 # The job's own log lines that are worth a line in the flow's log; Spark's INFO chatter is not.
 _NOISY_PREFIXES = (
@@ -20,6 +21,18 @@ _NOISY_PREFIXES = (
     "To adjust logging level",
     "Setting default log level",
 )
+
+
+class LocalSparkJobError(Exception):
+    """The local Spark job exited non-zero; the message is the job's own one-line reason."""
+
+    def __init__(self, run_id: str, return_code: int, reason: str, summary_uri: str) -> None:
+        self.run_id, self.return_code, self.reason = run_id, return_code, reason
+        self.summary_uri = summary_uri
+        super().__init__(
+            f"local Spark job {run_id} exited with code {return_code}: {reason} "
+            f"(run summary: {summary_uri})"
+        )
 
 
 @task(name="Create the sample lake")
@@ -46,34 +59,34 @@ def ensure_sample_lake(lake_root: str) -> str:
 
 
 @task(name="Validate local inputs")
-def validate_local_inputs(songs_uri: str, logs_uri: str, run_date: str | None) -> None:
+def validate_local_inputs(job_args: JobArgs) -> None:
     """Fail before Spark starts when Java is missing or an input folder is missing or empty.
 
     Raises:
         FileNotFoundError: An input location is missing or holds no JSON file.
-        RuntimeError: No usable Java 17 was found.
+        UnusableJavaError: No Java that PySpark 4 runs on was found.
     """
     problem = java_problem()
     if problem:
-        raise RuntimeError(problem)
-    missing = find_missing_inputs(songs_uri, logs_uri, run_date)
+        raise UnusableJavaError(problem)
+    missing = find_missing_inputs(job_args.songs_uri, job_args.logs_uri, job_args.run_date)
     if missing:
         raise FileNotFoundError("; ".join(missing))
-    get_run_logger().info("Inputs found: %s and %s", songs_uri, logs_uri)
+    get_run_logger().info("Inputs found: %s and %s", job_args.songs_uri, job_args.logs_uri)
 
 
 @task(name="Run the Spark job locally")
-def run_spark_job_locally(job_args: list[str], output_uri: str, run_id: str) -> RunSummary:
+def run_spark_job_locally(job_args: JobArgs) -> RunSummary:
     """Run ``python -m spark_etl`` as a child process and stream its output into the log.
 
     Returns:
         The run summary the job wrote under ``<output>/_runs/``.
 
     Raises:
-        RuntimeError: The job exited non-zero; the message is the job's one-line reason.
+        LocalSparkJobError: The job exited non-zero, with its one-line reason.
     """
     logger = get_run_logger()
-    command = [sys.executable, "-m", "spark_etl", *job_args]
+    command = [sys.executable, "-m", "spark_etl", *job_args.to_argv()]
     logger.info("Starting local Spark: %s", " ".join(command))
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "TZ": os.environ.get("TZ", "UTC")}
     last_error = ""
@@ -92,7 +105,8 @@ def run_spark_job_locally(job_args: list[str], output_uri: str, run_id: str) -> 
             if line and not line.startswith(_NOISY_PREFIXES) and "WARN " not in line[:40]:
                 logger.info("spark | %s", line)
         return_code = process.wait()
-    summary_path = Path(summary_uri(output_uri, run_id))
+    summary_path = summary_uri(job_args.output_uri, job_args.run_id)
     if return_code != 0:
-        raise RuntimeError(last_error or f"the Spark job exited with code {return_code}")
-    return RunSummary.from_json(summary_path.read_text())
+        reason = last_error.removeprefix("spark_etl: error: ") or "no reason printed"
+        raise LocalSparkJobError(job_args.run_id, return_code, reason, summary_path)
+    return RunSummary.from_json(Path(summary_path).read_text())

@@ -5,12 +5,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
-from spark_etl.main import parse_args
+from spark_etl.args import (
+    DATE_FLAG,
+    LOGS_FLAG,
+    MAX_REJECT_RATIO_FLAG,
+    OUTPUT_FLAG,
+    RUN_ID_FLAG,
+    SONGS_FLAG,
+    JobArgs,
+    argv_problem,
+    parse_args,
+)
 from spark_etl.summary import RunSummary, summary_uri
 from tasks.ops.job_package import build_job_package, write_job_package
 from tests.test_job import DAYS, assert_same_tables, catalogue, day_events, job_args, write_lake
@@ -23,20 +34,30 @@ def run(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
 
 
+def argv_with(flag: str, value: str) -> list[str]:
+    """A valid command line with one flag's value replaced (or added)."""
+    argv = JobArgs("s", "l", "o", run_id="r").to_argv()
+    if flag in argv:
+        argv[argv.index(flag) + 1] = value
+        return argv
+    return [*argv, flag, value]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--logs", "l", "--output", "o"], "the following arguments are required: --songs"),
         (
-            ["--songs", "s3a://b/s", "--logs", "l", "--output", "o"],
-            "is not a local path or an s3://",
+            JobArgs("s", "l", "o").to_argv()[2:],
+            f"the following arguments are required: {SONGS_FLAG}",
         ),
-        (["--songs", "s", "--logs", "l", "--output", "o", "--date", "2018-13-01"], "is not a date"),
-        (
-            ["--songs", "s", "--logs", "l", "--output", "o", "--max-reject-ratio", "2"],
-            "not between 0 and 1",
-        ),
-        (["--songs", "s", "--logs", "l", "--output", "o", "--run-id", "../x"], "is not a run id"),
+        (argv_with(SONGS_FLAG, "s3a://b/s"), "is not a local path or an s3://"),
+        (argv_with(SONGS_FLAG, "s3://Bad_Bucket/s"), "is not an s3://bucket/prefix URI"),
+        (argv_with(OUTPUT_FLAG, "s3://bucket/a,b"), "holds a comma or a control character"),
+        (argv_with(LOGS_FLAG, "s3://bucket/logs\n"), "holds a comma or a control character"),
+        (argv_with(DATE_FLAG, "2018-13-01"), "is not a date"),
+        (argv_with(MAX_REJECT_RATIO_FLAG, "2"), "not between 0 and 1"),
+        (argv_with(MAX_REJECT_RATIO_FLAG, "nan"), "not between 0 and 1"),
+        (argv_with(RUN_ID_FLAG, "../x"), "is not a run id"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_reason_before_spark_starts(
@@ -46,6 +67,21 @@ def test_bad_arguments_exit_2_with_a_reason_before_spark_starts(
         parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+    problem = argv_problem(argv)  # what preflight reports: the same reason, no exit
+    assert problem is not None and message in problem
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        JobArgs("s3://raw/song_data", "s3://raw/log_data", "s3://out/star"),
+        JobArgs("songs", "logs", "/tmp/out", date(2018, 11, 30), 0.25, "daily-1"),
+        JobArgs("file:/lake/songs", "file:/lake/logs", "out", None, 0.1 + 0.2, "x"),
+    ],
+)
+def test_parsing_the_command_line_of_job_args_gives_them_back(args: JobArgs) -> None:
+    assert parse_args(args.to_argv()) == args
+    assert argv_problem(args.to_argv()) is None
 
 
 def test_python_m_spark_etl_fails_with_a_one_line_reason(tmp_path: Path) -> None:
@@ -54,12 +90,7 @@ def test_python_m_spark_etl_fails_with_a_one_line_reason(tmp_path: Path) -> None
             sys.executable,
             "-m",
             "spark_etl",
-            "--songs",
-            str(tmp_path / "missing"),
-            "--logs",
-            str(tmp_path),
-            "--output",
-            str(tmp_path / "out"),
+            *JobArgs(str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "out")).to_argv(),
         ]
     )
     assert result.returncode == 1
@@ -83,14 +114,7 @@ def test_spark_submit_with_the_zipped_package_in_another_time_zone_gives_the_sam
             "--py-files",
             str(zip_path),
             str(entry_path),
-            "--songs",
-            str(lake / "song_data"),
-            "--logs",
-            str(lake / "log_data"),
-            "--output",
-            str(submitted),
-            "--run-id",
-            "submitted",
+            *job_args(lake, submitted, run_id="submitted").to_argv(),
         ],
         TZ="Pacific/Kiritimati",  # UTC+14: the machine's zone must not shift any date
         PYSPARK_PYTHON=isolated_python,

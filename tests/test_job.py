@@ -12,9 +12,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from spark_etl import io
+from spark_etl.args import JobArgs
 from spark_etl.errors import InputNotFoundError, RejectThresholdExceededError
 from spark_etl.job import run_job
-from spark_etl.main import JobArgs
 from spark_etl.summary import RunSummary, summary_uri
 from spark_etl.tables import TABLES, USERS
 from tests.test_transform import event, song, ts_of, utc

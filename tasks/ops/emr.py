@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
 
 from tasks.ops.s3 import S3Location, parse_s3_uri, read_gzip_tail
 
@@ -99,26 +99,51 @@ class EmrStepFailedError(EmrError):
 
 
 class EmrWaitTimeoutError(EmrError):
-    """A cluster or step did not reach an end state within the allowed time."""
+    """A cluster or step did not reach the awaited state within the allowed time."""
+
+    def __init__(
+        self, cluster_id: str, step_id: str | None, last_state: str, waited_seconds: float
+    ) -> None:
+        self.cluster_id, self.step_id = cluster_id, step_id
+        self.last_state, self.waited_seconds = last_state, waited_seconds
+        what = f"step {step_id} on cluster {cluster_id}" if step_id else f"cluster {cluster_id}"
+        super().__init__(
+            f"EMR {what} still {last_state} after {waited_seconds:.0f} s; "
+            "raise max_wait_minutes if it needs longer"
+        )
 
 
-@dataclass(frozen=True)
-class ClusterSpec:
-    """What ``run_job_flow`` needs, from the ``EmrClusterConfig`` block."""
+class ClusterSpec(BaseModel):
+    """What ``run_job_flow`` needs; the ``EmrClusterConfig`` block is this plus a name.
 
-    name: str
-    release_label: str
-    log_uri: str
-    service_role: str
-    job_flow_role: str
-    primary_instance_type: str
-    core_instance_type: str
-    core_instance_count: int
-    core_on_spot: bool = False
-    subnet_id: str | None = None
-    idle_timeout_seconds: int = 3600
-    tags: dict[str, str] = field(default_factory=dict)
-    spark_conf: dict[str, str] = field(default_factory=dict)
+    The fields are written once, here: the block inherits them with their defaults and
+    their descriptions, which the Prefect UI shows on the block's form.
+    """
+
+    cluster_name: str = Field(default="sparkify-lake", description="Name shown in the EMR console.")
+    release_label: str = Field(
+        default="emr-spark-8.0.0", description="EMR release (Spark 4.0 on emr-spark-8.0.0)."
+    )
+    log_uri: str = Field(description="s3:// folder for cluster and step logs.")
+    service_role: str = Field(default="EMR_DefaultRole", description="EMR service role.")
+    job_flow_role: str = Field(
+        default="EMR_EC2_DefaultRole", description="EC2 instance profile of the nodes."
+    )
+    primary_instance_type: str = Field(
+        default="m5.xlarge", description="EC2 type of the primary node (always On-Demand)."
+    )
+    core_instance_type: str = Field(default="m5.xlarge", description="EC2 type of the core nodes.")
+    core_instance_count: int = Field(default=2, ge=1, description="Number of core nodes.")
+    core_on_spot: bool = Field(default=False, description="Run core nodes on Spot capacity.")
+    subnet_id: str | None = Field(default=None, description="EC2 subnet (default VPC when empty).")
+    idle_timeout_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=604800,
+        description="AutoTerminationPolicy idle time before EMR ends the cluster (a backstop).",
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags (cost allocation).")
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra spark-defaults.")
 
 
 def project_tags(flow_run_id: str, extra: dict[str, str]) -> list[dict[str, str]]:
@@ -156,7 +181,7 @@ def build_run_job_flow_request(spec: ClusterSpec, flow_run_id: str) -> dict[str,
     if spec.subnet_id:
         instances["Ec2SubnetId"] = spec.subnet_id
     request: dict[str, Any] = {
-        "Name": spec.name,
+        "Name": spec.cluster_name,
         "ReleaseLabel": spec.release_label,
         "LogUri": spec.log_uri,
         "Applications": [{"Name": "Spark"}],
@@ -253,13 +278,14 @@ def wait_for_cluster(
         EmrClusterStartError: It ended first (TERMINATED_WITH_ERRORS and its reason).
         EmrWaitTimeoutError: Not ready within ``max_wait`` seconds.
     """
+    state = "unknown"
     for state, reason in _poll(lambda: _cluster_status(emr, cluster_id), delay, max_wait):
         on_state(state, reason)
         if state in CLUSTER_READY:
             return ClusterState(state)
         if state in CLUSTER_ENDED:
             raise EmrClusterStartError(cluster_id, state, reason)
-    raise EmrWaitTimeoutError(f"cluster {cluster_id} not ready after {max_wait:.0f} s")
+    raise EmrWaitTimeoutError(cluster_id, None, state, max_wait)
 
 
 def _cluster_status(emr: EMRClient, cluster_id: str) -> tuple[str, str]:
@@ -306,13 +332,12 @@ def wait_for_step(
         )
         return last_status["State"], last_status.get("StateChangeReason", {}).get("Message", "")
 
+    state = "unknown"
     for state, reason in _poll(status, delay, max_wait):
         on_state(state, reason)
         if state in STEP_ENDED:
             return StepState(state), last_status
-    raise EmrWaitTimeoutError(
-        f"step {step_id} on cluster {cluster_id} still running after {max_wait:.0f} s"
-    )
+    raise EmrWaitTimeoutError(cluster_id, step_id, state, max_wait)
 
 
 def _poll(
@@ -332,7 +357,7 @@ def step_stderr_location(log_uri: str, cluster_id: str, step_id: str) -> S3Locat
     return parse_s3_uri(log_uri).child(cluster_id, "steps", step_id, "stderr.gz")
 
 
-def step_failure(
+def build_step_failed_error(
     s3: S3Client,
     cluster_id: str,
     step_id: str,

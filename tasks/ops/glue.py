@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from spark_etl.tables import TableSpec
-from tasks.ops.s3 import S3Location
+from spark_etl.tables import TABLES, TableSpec
+from tasks.ops.s3 import S3Location, parse_s3_uri
 
 if TYPE_CHECKING:
     from mypy_boto3_glue import GlueClient
@@ -26,6 +26,23 @@ _PARQUET = {
     },
 }
 _BATCH = 100  # batch_create_partition takes at most 100 partitions per call
+
+
+def register_lake(glue: GlueClient, s3: S3Client, database: str, output_uri: str) -> dict[str, int]:
+    """Create or update the database, the five tables and their new partitions.
+
+    Returns:
+        New partitions added per table.
+    """
+    output = parse_s3_uri(output_uri)
+    ensure_database(glue, database)
+    added = {}
+    for name, spec in TABLES.items():
+        location = output.child(name)
+        upsert_table(glue, database, spec, location)
+        values = partition_values_in_s3(s3, location, spec)
+        added[name] = add_missing_partitions(glue, database, spec, location, values)
+    return added
 
 
 def table_input(spec: TableSpec, location: S3Location) -> dict[str, Any]:

@@ -17,6 +17,9 @@ import spark_etl
 PACKAGE_DIR = Path(spark_etl.__file__).resolve().parent
 ENTRY_SCRIPT = PACKAGE_DIR / "spark_submit_entry.py"
 _FIXED_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
+# Part of the package for the demo, the tests and the benchmark; never needed where the
+# job runs, so it stays out of what is uploaded to S3.
+NOT_SHIPPED = frozenset({"sample_lake.py"})
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,12 @@ def build_job_package() -> JobPackage:
 
 
 def _zip_package(package_dir: Path) -> bytes:
-    """Zip every .py file below ``package_dir`` with fixed metadata."""
+    """Zip the job's .py files below ``package_dir`` with fixed metadata."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for source in sorted(package_dir.rglob("*.py")):
+            if source.name in NOT_SHIPPED:
+                continue
             arcname = f"{package_dir.name}/{source.relative_to(package_dir).as_posix()}"
             info = zipfile.ZipInfo(arcname, date_time=_FIXED_ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import gzip
 import logging
-import re
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from spark_etl.lake import S3_URI, is_valid_s3_uri
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 logger = logging.getLogger(__name__)
-
-# Bucket naming rules of S3 (3-63 characters, lower case, digits, dots and hyphens).
-_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 
 
 class InvalidS3UriError(ValueError):
@@ -49,8 +47,8 @@ def parse_s3_uri(uri: str) -> S3Location:
         InvalidS3UriError: Not an s3:// URI, or an invalid bucket name (``s3a://`` included:
             EMR reads ``s3://`` through EMRFS).
     """
-    match = _S3_URI.match(uri or "")
-    if match is None or ".." in match["bucket"]:
+    match = S3_URI.match(uri or "")
+    if match is None or not is_valid_s3_uri(uri):
         raise InvalidS3UriError(
             f"{uri!r} is not an s3://bucket/prefix URI with a valid bucket name"
         )

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from deployments.blocks import EmrClusterConfig
+from spark_etl.args import parse_args
 from spark_etl.summary import CheckResult, RunSummary, summary_uri
+from tasks.aws import AwsClients, aws_clients
+from tasks.emr import EmrClusterConfig
 
 REGION = "us-east-1"
 FAKE_SECRET = "fAkE/SeCrEt+KeY0123456789abcdefghijklmnop"  # must never show up anywhere
@@ -44,6 +46,18 @@ def aws(prefect_api: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             "test-emr", overwrite=True
         )
         yield
+
+
+def wrap_emr_client(monkeypatch: pytest.MonkeyPatch, wrap: Callable[[Any], Any]) -> None:
+    """Make the EMR tasks' clients use ``wrap(real EMR client)``: moto plus a script."""
+    import tasks.emr as emr_tasks
+
+    def clients(block: str) -> AwsClients:
+        built = aws_clients(block)
+        built.__dict__["emr"] = wrap(built.emr)  # where cached_property keeps its value
+        return built
+
+    monkeypatch.setattr(emr_tasks, "aws_clients", clients)
 
 
 def emr() -> Any:
@@ -91,7 +105,8 @@ class ScriptedSteps:
 
 def plant_summary(args: list[str]) -> None:
     """Write the run summary the Spark job writes at the end of a successful run."""
-    output, run_id = args[args.index("--output") + 1], args[args.index("--run-id") + 1]
+    job_args = parse_args(args[args.index("--py-files") + 3 :])  # after the zip and the script
+    output, run_id = job_args.output_uri, job_args.run_id
     summary = RunSummary(
         run_id=run_id,
         mode="full",

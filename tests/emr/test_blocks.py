@@ -6,7 +6,7 @@ import pytest
 from prefect_aws import AwsCredentials
 
 from deployments.aws_credentials import main
-from deployments.blocks import EmrClusterConfig
+from tasks.emr import EmrClusterConfig
 from tests.emr.conftest import FAKE_SECRET
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

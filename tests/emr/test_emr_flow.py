@@ -19,7 +19,6 @@ from prefect.client.schemas.filters import (
 import flows.songs_etl as songs_etl_module
 import tasks.emr as emr_tasks
 from flows.songs_etl import songs_etl
-from tasks import aws
 from tests.emr.conftest import (
     CODE,
     CODE_URI,
@@ -32,6 +31,7 @@ from tests.emr.conftest import (
     ScriptedSteps,
     clusters_by_state,
     emr,
+    wrap_emr_client,
 )
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -54,11 +54,7 @@ def run_emr_flow(**overrides: Any) -> Any:
 
 
 def script_steps(monkeypatch: pytest.MonkeyPatch, states: list[str], **options: Any) -> None:
-    monkeypatch.setattr(
-        emr_tasks,
-        "emr_client",
-        lambda block: ScriptedSteps(aws.emr_client(block), states, **options),
-    )
+    wrap_emr_client(monkeypatch, lambda real: ScriptedSteps(real, states, **options))
 
 
 def test_happy_path_one_cluster_step_names_uploaded_code_cluster_terminated_report_published(
@@ -131,9 +127,7 @@ def test_throttling_on_create_and_describe_is_retried_and_makes_one_cluster(
                 raise throttling("DescribeCluster")
             return self._real.describe_cluster(ClusterId=ClusterId)
 
-    monkeypatch.setattr(
-        emr_tasks, "emr_client", lambda block: Throttled(aws.emr_client(block), ["COMPLETED"])
-    )
+    wrap_emr_client(monkeypatch, lambda real: Throttled(real, ["COMPLETED"]))
     for name in ("create_emr_cluster", "wait_for_emr_cluster"):  # keep the retry, not the wait
         fast = getattr(emr_tasks, name).with_options(retry_delay_seconds=0)
         monkeypatch.setattr(songs_etl_module, name, fast)
@@ -157,9 +151,7 @@ def test_a_cluster_that_fails_to_start_is_a_clear_error_and_nothing_is_left_runn
             }
             return response
 
-    monkeypatch.setattr(
-        emr_tasks, "emr_client", lambda block: BrokenStart(aws.emr_client(block), ["COMPLETED"])
-    )
+    wrap_emr_client(monkeypatch, lambda real: BrokenStart(real, ["COMPLETED"]))
 
     state = run_emr_flow()
 
@@ -186,9 +178,7 @@ def test_an_error_after_creation_still_terminates_the_cluster(
                 "AddJobFlowSteps",
             )
 
-    monkeypatch.setattr(
-        emr_tasks, "emr_client", lambda block: DeniedSubmit(aws.emr_client(block), ["COMPLETED"])
-    )
+    wrap_emr_client(monkeypatch, lambda real: DeniedSubmit(real, ["COMPLETED"]))
 
     state = run_emr_flow()
 

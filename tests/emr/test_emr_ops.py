@@ -12,7 +12,7 @@ from tasks.ops import emr as ops
 from tasks.ops.s3 import InvalidS3UriError, S3Location, parse_s3_uri
 
 SPEC = ops.ClusterSpec(
-    name="sparkify-lake",
+    cluster_name="sparkify-lake",
     release_label="emr-spark-8.0.0",
     log_uri="s3://step-logs/emr",
     service_role="EMR_DefaultRole",
@@ -134,7 +134,7 @@ def test_a_step_log_that_never_arrives_is_a_warning_not_a_second_error(
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="step-logs")
-        error = ops.step_failure(
+        error = ops.build_step_failed_error(
             s3,
             "j-1",
             "s-1",

@@ -7,7 +7,6 @@ from moto import mock_aws
 
 from spark_etl.tables import TABLES
 from tasks.ops import glue as glue_ops
-from tasks.ops.s3 import parse_s3_uri
 
 REGION = "us-east-1"
 OUTPUT = "s3://lake-bucket/star"
@@ -23,15 +22,7 @@ DAY_OBJECTS = [
 
 
 def register(s3: object, glue: object) -> dict[str, int]:
-    output = parse_s3_uri(OUTPUT)
-    glue_ops.ensure_database(glue, "sparkify_lake")  # type: ignore[arg-type]
-    added = {}
-    for name, spec in TABLES.items():
-        location = output.child(name)
-        glue_ops.upsert_table(glue, "sparkify_lake", spec, location)  # type: ignore[arg-type]
-        values = glue_ops.partition_values_in_s3(s3, location, spec)  # type: ignore[arg-type]
-        added[name] = glue_ops.add_missing_partitions(glue, "sparkify_lake", spec, location, values)  # type: ignore[arg-type]
-    return added
+    return glue_ops.register_lake(glue, s3, "sparkify_lake", OUTPUT)  # type: ignore[arg-type]
 
 
 def test_tables_columns_partitions_and_an_idempotent_rerun() -> None:

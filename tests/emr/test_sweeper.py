@@ -18,7 +18,7 @@ from tests.emr.test_emr_flow import flow_run_artifacts
 pytestmark = pytest.mark.usefixtures("aws")
 
 SPEC = ClusterSpec(
-    name="c",
+    cluster_name="c",
     release_label="emr-spark-8.0.0",
     log_uri=LOG_URI,
     service_role="r",

@@ -1,0 +1,74 @@
+"""Tasks of the sweeper flow: find this project's clusters, judge them, report the sweep.
+
+Ending a cluster reuses the EMR runner's own ``terminate_emr_cluster`` task.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+
+from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
+from tasks.ops import emr as emr_ops
+
+
+@task(
+    name="Find this project's clusters",
+    retry_condition_fn=retry_transient_aws_errors,
+    **AWS_TASK_RETRIES,
+)
+def find_project_clusters(aws_credentials_block: str) -> list[dict[str, Any]]:
+    """Every active cluster tagged ``project=sparkify-lake``; untagged ones are never seen."""
+    clusters = list(emr_ops.iter_project_clusters(aws_clients(aws_credentials_block).emr))
+    get_run_logger().info("Found %d active sparkify-lake clusters", len(clusters))
+    return clusters
+
+
+@task(name="Find live flow runs")
+def find_live_flow_runs(clusters: list[dict[str, Any]]) -> set[str]:
+    """The flow runs named by the clusters' tags that are not in a final state."""
+    live = set()
+    flow_run_ids = {run for cluster in clusters if (run := emr_ops.flow_run_id_of(cluster))}
+    with get_client(sync_client=True) as client:
+        for flow_run_id in sorted(flow_run_ids):
+            try:
+                state = client.read_flow_run(UUID(flow_run_id)).state
+            except (ObjectNotFound, ValueError):
+                continue  # unknown or malformed id: nobody will terminate that cluster
+            if state is not None and not state.is_final():
+                live.add(flow_run_id)
+    return live
+
+
+@task(name="Choose the clusters to terminate")
+def choose_clusters_to_terminate(
+    clusters: list[dict[str, Any]], max_age_minutes: float, live_flow_runs: set[str]
+) -> list[tuple[dict[str, Any], str]]:
+    """Which clusters the sweeper ends and why; each choice is logged."""
+    doomed = emr_ops.clusters_to_terminate(
+        clusters, datetime.now(UTC), max_age_minutes, live_flow_runs
+    )
+    for cluster, reason in doomed:
+        get_run_logger().info("%s: %s", cluster["Id"], reason)
+    return doomed
+
+
+@task(name="Publish the sweep report")
+def publish_sweep_report(doomed: list[tuple[dict[str, Any], str]], dry_run: bool) -> None:
+    """A table artifact of what the sweeper did (or, in a dry run, would do)."""
+    action = "would terminate" if dry_run else "terminated"
+    rows = [
+        {"cluster_id": cluster["Id"], "name": cluster["Name"], "action": action, "reason": reason}
+        for cluster, reason in doomed
+    ]
+    create_table_artifact(
+        key="emr-sweep",
+        table=rows or [{"cluster_id": "-", "action": "nothing to do", "reason": "-"}],
+        description="Dry run: nothing was terminated." if dry_run else "Clusters terminated.",
+    )
