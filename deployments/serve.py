@@ -43,6 +43,9 @@ def _load_flow(entrypoint: str) -> Any:
     module_spec = importlib.util.spec_from_file_location(path.stem, path)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
+    # Prefect finds a flow's file through sys.modules[flow.__module__] to set the
+    # deployment's entrypoint; a module missing there makes every deployment fail.
+    sys.modules[module_spec.name] = module
     module_spec.loader.exec_module(module)
     return getattr(module, flow_name)
 

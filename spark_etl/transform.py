@@ -142,6 +142,9 @@ def build_song_lookup(songs: DataFrame) -> DataFrame:
 def build_songplays(events: DataFrame, song_lookup: DataFrame) -> DataFrame:
     """``songplays``: every NextSong event once, matched to the catalogue (rule 2).
 
+    ``year`` and ``month`` come from the session's time zone: build it after
+    :func:`spark_etl.session.enforce_utc`, as ``run_job`` does.
+
     Args:
         events: Good event records (typed columns of the event schema).
         song_lookup: The output of :func:`build_song_lookup`.
@@ -188,7 +191,11 @@ def songplay_id(user_id: Column, session_id: Column, item_in_session: Column, ts
 
 
 def build_time(songplays: DataFrame) -> DataFrame:
-    """``time``: one row per distinct start_time among the songplays, in UTC (rules 1, 5)."""
+    """``time``: one row per distinct start_time among the songplays (rules 1, 5).
+
+    Hour, day, week and the rest come from the session's time zone, fixed when the frame
+    is built: call :func:`spark_etl.session.enforce_utc` first, as ``run_job`` does.
+    """
     start = F.col("start_time")
     return _conform(
         songplays.select("start_time")

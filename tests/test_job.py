@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,12 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from spark_etl import io
+from spark_etl import io, transform
 from spark_etl.args import JobArgs
-from spark_etl.errors import InputNotFoundError, RejectThresholdExceededError
+from spark_etl.errors import InputNotFoundError, PostLoadCheckError, RejectThresholdExceededError
 from spark_etl.job import run_job
-from spark_etl.summary import RunSummary, summary_uri
-from spark_etl.tables import TABLES, USERS
+from spark_etl.summary import RunSummary, last_success_uri, summary_uri
+from spark_etl.tables import ARTISTS, SONGS, TABLES, TIME, USERS
 from tests.test_transform import event, song, ts_of, utc
 
 DAYS = (date(2018, 11, 30), date(2018, 12, 1), date(2018, 12, 31), date(2019, 1, 1))
@@ -48,6 +49,9 @@ def catalogue() -> list[str]:
                 artist_name="B",
                 duration=50.0,
                 year=2001,
+                artist_location="Oslo",
+                artist_latitude=59.9,
+                artist_longitude=10.7,
             )
         ),
     ]
@@ -110,6 +114,59 @@ def day_events(day: date) -> list[str]:
     )
     records = [plays[0], plays[0], visitor, plays[1], upgrade, plays[2]]
     return [json.dumps(record) for record in records]
+
+
+# The songs, artists and time tables of a full run over the lake above, written out by
+# hand from catalogue(), day_events() and a calendar.
+EXPECTED_SONGS = [("SO1", "One", "AR1", 0, 100.0), ("SO2", "Two", "AR2", 2001, 50.0)]
+EXPECTED_ARTISTS = [("AR1", "A", None, None, None), ("AR2", "B", "Oslo", 59.9, 10.7)]
+EXPECTED_TIME = [
+    # start_time, hour, day, ISO week, month, calendar year, ISO weekday (1 = Monday)
+    (utc("2018-11-30 00:00:00.000"), 0, 30, 48, 11, 2018, 5),  # a Friday
+    (utc("2018-11-30 12:00:00.000"), 12, 30, 48, 11, 2018, 5),
+    (utc("2018-11-30 23:59:59.999"), 23, 30, 48, 11, 2018, 5),
+    (utc("2018-12-01 00:00:00.000"), 0, 1, 48, 12, 2018, 6),  # a Saturday
+    (utc("2018-12-01 12:00:00.000"), 12, 1, 48, 12, 2018, 6),
+    (utc("2018-12-01 23:59:59.999"), 23, 1, 48, 12, 2018, 6),
+    (utc("2018-12-31 00:00:00.000"), 0, 31, 1, 12, 2018, 1),  # Monday of ISO week 1 of 2019
+    (utc("2018-12-31 12:00:00.000"), 12, 31, 1, 12, 2018, 1),
+    (utc("2018-12-31 23:59:59.999"), 23, 31, 1, 12, 2018, 1),
+    (utc("2019-01-01 00:00:00.000"), 0, 1, 1, 1, 2019, 2),  # a Tuesday
+    (utc("2019-01-01 12:00:00.000"), 12, 1, 1, 1, 2019, 2),
+    (utc("2019-01-01 23:59:59.999"), 23, 1, 1, 1, 2019, 2),
+]
+# Rule 8 as a run reports it: three checks on every table, then songplays' foreign keys.
+POST_LOAD_CHECKS = [
+    ("not empty", "songplays"),
+    ("key not null", "songplays"),
+    ("key unique", "songplays"),
+    ("not empty", "users"),
+    ("key not null", "users"),
+    ("key unique", "users"),
+    ("not empty", "songs"),
+    ("key not null", "songs"),
+    ("key unique", "songs"),
+    ("not empty", "artists"),
+    ("key not null", "artists"),
+    ("key unique", "artists"),
+    ("not empty", "time"),
+    ("key not null", "time"),
+    ("key unique", "time"),
+    ("foreign key song_id", "songplays"),
+    ("foreign key artist_id", "songplays"),
+    ("foreign key user_id", "songplays"),
+    ("foreign key start_time", "songplays"),
+]
+
+
+def check_outcomes(summary: RunSummary) -> list[tuple[str, str, bool]]:
+    """The summary's checks as (name, table, passed); the contract does not order them."""
+    return sorted((check.name, check.table, check.passed) for check in summary.checks)
+
+
+def expected_outcomes(*failing: tuple[str, str]) -> list[tuple[str, str, bool]]:
+    """Every check of rule 8 passing except the ``failing`` (name, table) ones."""
+    return sorted((name, table, (name, table) not in failing) for name, table in POST_LOAD_CHECKS)
 
 
 @pytest.fixture(scope="module")
@@ -177,15 +234,15 @@ def test_full_run_writes_the_expected_tables_and_summary(
             USERS.schema,
         ),
     )
-    assert sorted(row["week"] for row in tables["time"].collect()) == sorted(
-        [48] * 3 + [48] * 3 + [1] * 3 + [1] * 3
-    )
+    assertDataFrameEqual(tables["songs"], spark.createDataFrame(EXPECTED_SONGS, SONGS.schema))
+    assertDataFrameEqual(tables["artists"], spark.createDataFrame(EXPECTED_ARTISTS, ARTISTS.schema))
+    assertDataFrameEqual(tables["time"], spark.createDataFrame(EXPECTED_TIME, TIME.schema))
     summary = RunSummary.from_json(Path(summary_uri(str(full_output), "test-full")).read_text())
     assert summary.status == "succeeded"
     assert summary.tables == {"songplays": 12, "users": 2, "songs": 2, "artists": 2, "time": 12}
     assert summary.input_records == {"song_data": 2, "log_data": 24}
     assert summary.rejects == []
-    assert all(check.passed for check in summary.checks) and len(summary.checks) == 19
+    assert check_outcomes(summary) == expected_outcomes()
 
 
 def test_a_full_rerun_leaves_the_same_tables(
@@ -280,6 +337,30 @@ def test_a_missing_or_empty_input_fails_before_any_work(
     with pytest.raises(InputNotFoundError, match=r"log_data file for 2018-12-25 .* does not exist"):
         run_job(spark, job_args(lake, tmp_path / "o3", run_date=date(2018, 12, 25)))
     assert not (tmp_path / "o1" / "songs").exists()
+
+
+def test_a_failed_post_load_check_fails_the_run_and_the_summary_says_which(
+    spark: SparkSession, lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_artists = transform.build_artists
+
+    def every_artist_twice(songs: DataFrame) -> DataFrame:
+        # A builder gone wrong: the checks, not the builder's own tests, must stop the run.
+        artists = build_artists(songs)
+        return artists.unionByName(artists)
+
+    monkeypatch.setattr(transform, "build_artists", every_artist_twice)
+    output = tmp_path / "out"
+    message = "post-load checks failed: artists key unique (2 duplicate keys)"
+
+    with pytest.raises(PostLoadCheckError, match=f"^{re.escape(message)}$"):
+        run_job(spark, job_args(lake, output))
+
+    summary = RunSummary.from_json(Path(summary_uri(str(output), "test-full")).read_text())
+    assert (summary.status, summary.error) == ("failed", message)
+    assert check_outcomes(summary) == expected_outcomes(("key unique", "artists"))
+    assert summary.tables == {"songplays": 12, "users": 2, "songs": 2, "artists": 4, "time": 12}
+    assert not Path(last_success_uri(str(output))).exists()  # no later run counts from it
 
 
 def test_the_job_enforces_utc_when_the_session_zone_is_elsewhere(

@@ -42,14 +42,24 @@ def read_tree(root: Path) -> dict[str, bytes]:
 
 
 def recount(root: Path) -> Counter[str]:
-    """Count the lake's lines with the standard library, independently of the generator."""
+    """Count the lake's lines with the standard library, independently of the generator.
+
+    A line that repeats an earlier line of its file is a planted duplicate; NextSong
+    events are also counted by identity (user, session, item, ts), so a duplicated
+    play is told apart from a second play.
+    """
     counts: Counter[str] = Counter()
     for path in (root / "log_data").rglob("*.json"):
+        seen_lines: set[str] = set()
+        play_identities: set[tuple[object, ...]] = set()
         for line in path.read_text().split("\n"):
             if not line.strip():
                 counts["blank"] += 1
                 continue
             counts["event_lines"] += 1
+            if line in seen_lines:
+                counts["duplicate_lines"] += 1
+            seen_lines.add(line)
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
@@ -61,6 +71,10 @@ def recount(root: Path) -> Counter[str]:
                 counts["rejects"] += 1
             elif record["page"] == "NextSong":
                 counts["next_song_lines"] += 1
+                play_identities.add(
+                    (record["userId"], record["sessionId"], record["itemInSession"], record["ts"])
+                )
+        counts["next_song_events"] += len(play_identities)
     return counts
 
 
@@ -132,8 +146,12 @@ def test_manifest_counts_equal_an_independent_recount(tmp_path: Path) -> None:
     assert found["event_lines"] == counts["event_lines"]
     assert found["rejects"] == counts["event_rejects"] == 5 * counts["quirks"]["malformed"]
     assert found["blank"] == counts["quirks"]["blank"] == 1  # quirks go in every fifth day
-    # the planted duplicate is a NextSong line or not; either way plays are counted once
-    assert found["next_song_lines"] - counts["next_song"] in (0, counts["quirks"]["duplicate"])
+    assert found["event_lines"] - found["rejects"] == counts["valid_events"]
+    assert found["duplicate_lines"] == counts["quirks"]["duplicate"] == 1
+    # Plays are counted once: the manifest counts events, not lines.
+    assert found["next_song_events"] == counts["next_song"]
+    # Seed 3 plants its duplicate on a NextSong line (the generator is deterministic).
+    assert found["next_song_lines"] == counts["next_song"] + 1
     assert 0.2 < counts["matched_plays"] / counts["next_song"] < 0.4  # match_share 0.3
 
 
@@ -151,6 +169,19 @@ def test_cli_refuses_a_non_empty_folder_and_bad_values(
     assert main(args) == 2
     assert "is not empty" in capsys.readouterr().err
     assert main([*args, "--force"]) == 0
-    for bad in (["--events", "-1"], ["--match-share", "1.5"], ["--start-date", "2018-02-30"]):
-        with pytest.raises(SystemExit):
+    capsys.readouterr()  # leave out what the runs above printed
+    refusals = {
+        ("--events", "-1"): "argument --events: -1 is negative",
+        ("--match-share", "1.5"): "argument --match-share: 1.5 is not between 0 and 1",
+        ("--start-date", "2018-02-30"): (
+            "argument --start-date: invalid fromisoformat value: '2018-02-30'"
+        ),
+    }
+    for bad, reason in refusals.items():
+        with pytest.raises(SystemExit) as refused:
             main(["--output", str(tmp_path / "x"), *bad])
+        assert refused.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("usage: python -m spark_etl.sample_lake ")
+        assert err.splitlines()[-1] == f"python -m spark_etl.sample_lake: error: {reason}"
+    assert not (tmp_path / "x").exists()  # refused before anything is written

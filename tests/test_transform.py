@@ -13,6 +13,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_etl import transform
 from spark_etl.schemas import EVENT_FIELD_TYPES, EVENT_REQUIRED, SONG_FIELD_TYPES, SONG_REQUIRED
+from spark_etl.session import enforce_utc
 from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TIME, USERS
 
 LINES_SCHEMA = "line string, source_file string"
@@ -377,26 +378,26 @@ def test_time_uses_iso_week_and_weekday_with_the_calendar_year(
     assertDataFrameEqual(transform.build_time(plays), expected)
 
 
-def test_start_time_is_the_utc_instant_of_ts_whatever_the_session_zone(
+def test_enforce_utc_gives_utc_fields_from_the_builders_when_the_session_zone_was_elsewhere(
     spark: SparkSession,
 ) -> None:
+    # The builders take hour, day, month, … in the session zone, as Spark's calendar
+    # functions do: only the job's enforce_utc makes them UTC, so this goes through it.
     songs = songs_frame(spark, song())
-    # 2018-11-30 23:30 UTC is already December in Asia/Tokyo and still the 30th in UTC.
+    # 2018-11-30 23:30 UTC is already 1 December in Asia/Tokyo (UTC+9).
     events = events_frame(spark, event(ts=ts_of("2018-11-30 23:30:00.123")))
     spark.conf.set("spark.sql.session.timeZone", "Asia/Tokyo")
     try:
-        from spark_etl.session import enforce_utc
-
         enforce_utc(spark)
         plays = songplays_of(spark, events, songs)
-        time_rows = transform.build_time(plays).collect()
-        play_rows = plays.select("year", "month").collect()
+        expected_plays = [expected_play("2018-11-30 23:30:00.123", "SO1", "AR1")]
+        assertDataFrameEqual(plays, spark.createDataFrame(expected_plays, SONGPLAYS.schema))
+        expected_time = [(utc("2018-11-30 23:30:00.123"), 23, 30, 48, 11, 2018, 5)]
+        assertDataFrameEqual(
+            transform.build_time(plays), spark.createDataFrame(expected_time, TIME.schema)
+        )
     finally:
         spark.conf.set("spark.sql.session.timeZone", "UTC")
-    assert [tuple(row) for row in play_rows] == [(2018, 11)]
-    assert [tuple(row) for row in time_rows] == [
-        (utc("2018-11-30 23:30:00.123"), 23, 30, 48, 11, 2018, 5)
-    ]
 
 
 # --- users (rule 3) ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from spark_etl.args import JobArgs, argv_problem
+from spark_etl.args import JobArgs, argv_problem, uri_problem
 from spark_etl.lake import LOG_SOURCE, SONG_SOURCE, day_log_parts
 from tasks.ops import s3 as s3_ops
 
@@ -30,6 +30,11 @@ def check_job_arguments(job_args: JobArgs, code_bucket_uri: str | None) -> None:
     """
     if not code_bucket_uri:
         raise PreflightError("a run on AWS needs code_bucket_uri, an s3:// folder for the job code")
+    # Not a job argument, yet it ends up in spark-submit's --py-files, which a comma splits:
+    # the job's own location rule applies to it too.
+    code_problem = uri_problem(code_bucket_uri)
+    if code_problem:
+        raise PreflightError(f"code_bucket_uri {code_problem}")
     for uri in (job_args.songs_uri, job_args.logs_uri, job_args.output_uri, code_bucket_uri):
         try:
             s3_ops.parse_s3_uri(uri)

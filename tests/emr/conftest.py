@@ -54,7 +54,9 @@ def wrap_emr_client(monkeypatch: pytest.MonkeyPatch, wrap: Callable[[Any], Any])
 
     def clients(block: str) -> AwsClients:
         built = aws_clients(block)
-        built.__dict__["emr"] = wrap(built.emr)  # where cached_property keeps its value
+        wrapped = wrap(built.emr)
+        built.__dict__["emr"] = wrapped  # where cached_property keeps its value
+        built.__dict__["emr_single_attempt"] = wrapped
         return built
 
     monkeypatch.setattr(emr_tasks, "aws_clients", clients)
@@ -101,6 +103,26 @@ class ScriptedSteps:
                     Body=gzip.compress(body.encode()),
                 )
         return response
+
+
+class ClusterStuckStarting:
+    """Wraps an EMR client: describe_cluster always answers STARTING, and counts its calls.
+
+    A stub, because moto makes every cluster WAITING at once: a cluster that never gets
+    ready cannot happen in moto. Everything else is moto's.
+    """
+
+    def __init__(self, real: Any) -> None:
+        self._real, self.describes = real, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def describe_cluster(self, ClusterId: str) -> dict[str, Any]:
+        self.describes += 1
+        response = self._real.describe_cluster(ClusterId=ClusterId)
+        response["Cluster"]["Status"]["State"] = "STARTING"
+        return dict(response)
 
 
 def plant_summary(args: list[str]) -> None:

@@ -1,12 +1,17 @@
-"""Blocks: the credentials helper never shows a secret; the cluster config maps to the request."""
+"""Blocks: the credentials helper never shows a secret; every field of the cluster config
+reaches its own place in the request, survives the API and is described for the UI."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from prefect.client.orchestration import get_client
 from prefect_aws import AwsCredentials
 
 from deployments.aws_credentials import main
 from tasks.emr import EmrClusterConfig
+from tasks.ops.emr import ClusterSpec, build_run_job_flow_request
 from tests.emr.conftest import FAKE_SECRET
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -43,3 +48,124 @@ def test_cluster_config_block_defaults() -> None:
         2,
         3600,
     )
+
+
+# A distinct value for every field: a field mapped onto another one cannot pass unseen.
+EVERY_FIELD: dict[str, Any] = {
+    "cluster_name": "lake-nightly",
+    "release_label": "emr-7.9.0",
+    "log_uri": "s3://cfg-logs/emr",
+    "service_role": "LakeServiceRole",
+    "job_flow_role": "LakeInstanceProfile",
+    "primary_instance_type": "r5.large",
+    "core_instance_type": "c5.4xlarge",
+    "core_instance_count": 5,
+    "core_on_spot": True,
+    "subnet_id": "subnet-0abc",
+    "idle_timeout_seconds": 900,
+    "tags": {"team": "data", "cost-center": "42"},
+    "spark_conf": {"spark.sql.shuffle.partitions": "64"},
+}
+EXPECTED_SPEC = ClusterSpec(
+    cluster_name="lake-nightly",
+    release_label="emr-7.9.0",
+    log_uri="s3://cfg-logs/emr",
+    service_role="LakeServiceRole",
+    job_flow_role="LakeInstanceProfile",
+    primary_instance_type="r5.large",
+    core_instance_type="c5.4xlarge",
+    core_instance_count=5,
+    core_on_spot=True,
+    subnet_id="subnet-0abc",
+    idle_timeout_seconds=900,
+    tags={"team": "data", "cost-center": "42"},
+    spark_conf={"spark.sql.shuffle.partitions": "64"},
+)
+
+
+def test_every_field_is_set_and_no_two_values_are_alike() -> None:
+    # A field added to ClusterSpec must be added here, or the mapping tests would skip it.
+    assert set(EVERY_FIELD) == set(ClusterSpec.model_fields) == set(EmrClusterConfig.model_fields)
+    defaults = ClusterSpec(log_uri="s3://logs/emr").model_dump()
+    assert all(EVERY_FIELD[name] != defaults[name] for name in EVERY_FIELD)
+    values = [repr(value) for value in EVERY_FIELD.values()]
+    assert len(set(values)) == len(values)
+
+
+def test_every_block_field_lands_in_the_same_field_of_the_cluster_spec() -> None:
+    assert EmrClusterConfig(**EVERY_FIELD).cluster_spec() == EXPECTED_SPEC
+
+
+def test_every_block_field_lands_in_its_place_in_the_run_job_flow_request() -> None:
+    request = build_run_job_flow_request(EmrClusterConfig(**EVERY_FIELD).cluster_spec(), "run-9")
+    assert request == {
+        "Name": "lake-nightly",
+        "ReleaseLabel": "emr-7.9.0",
+        "LogUri": "s3://cfg-logs/emr",
+        "Applications": [{"Name": "Spark"}],
+        "Instances": {
+            "InstanceGroups": [
+                {
+                    "Name": "primary",
+                    "InstanceRole": "MASTER",
+                    "Market": "ON_DEMAND",
+                    "InstanceType": "r5.large",
+                    "InstanceCount": 1,
+                },
+                {
+                    "Name": "core",
+                    "InstanceRole": "CORE",
+                    "Market": "SPOT",
+                    "InstanceType": "c5.4xlarge",
+                    "InstanceCount": 5,
+                },
+            ],
+            "KeepJobFlowAliveWhenNoSteps": True,
+            "TerminationProtected": False,
+            "Ec2SubnetId": "subnet-0abc",
+        },
+        "ServiceRole": "LakeServiceRole",
+        "JobFlowRole": "LakeInstanceProfile",
+        "VisibleToAllUsers": True,
+        "AutoTerminationPolicy": {"IdleTimeout": 900},
+        "Tags": [
+            {"Key": "cost-center", "Value": "42"},
+            {"Key": "prefect-flow-run-id", "Value": "run-9"},
+            {"Key": "project", "Value": "sparkify-lake"},
+            {"Key": "team", "Value": "data"},
+        ],
+        "Configurations": [
+            {
+                "Classification": "spark-defaults",
+                "Properties": {"spark.sql.shuffle.partitions": "64"},
+            }
+        ],
+    }
+
+
+def test_the_block_saves_and_loads_through_the_api_with_every_field_intact() -> None:
+    EmrClusterConfig(**EVERY_FIELD).save("every-field", overwrite=True)
+
+    # What the API stores, read by a client of its own, not by the block class.
+    assert stored_block_document("every-field").data == EVERY_FIELD
+    loaded = EmrClusterConfig.load("every-field")
+    assert {name: getattr(loaded, name) for name in EVERY_FIELD} == EVERY_FIELD
+    assert loaded.cluster_spec() == EXPECTED_SPEC
+
+
+def test_every_field_has_a_description_in_the_schema_the_ui_form_is_built_from() -> None:
+    EmrClusterConfig(**EVERY_FIELD).save("every-field", overwrite=True)
+
+    schema = stored_block_document("every-field").block_schema
+    assert schema is not None
+    properties = schema.fields["properties"]
+    assert set(properties) == set(EVERY_FIELD)
+    undescribed = [name for name, prop in properties.items() if not prop.get("description")]
+    assert undescribed == []
+
+
+def stored_block_document(name: str) -> Any:
+    with get_client(sync_client=True) as client:
+        return client.read_block_document_by_name(
+            name=name, block_type_slug=EmrClusterConfig.get_block_type_slug()
+        )

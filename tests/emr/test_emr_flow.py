@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import boto3
@@ -15,19 +16,24 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
+from prefect.client.schemas.objects import TaskRun
 
 import flows.songs_etl as songs_etl_module
 import tasks.emr as emr_tasks
 from flows.songs_etl import songs_etl
+from spark_etl.args import JobArgs, parse_args
+from tasks.ops.emr import EmrStepFailedError, EmrWaitTimeoutError
+from tasks.ops.job_package import build_job_package
 from tests.emr.conftest import (
-    CODE,
     CODE_URI,
     FAKE_SECRET,
+    LOG_URI,
     LOGS_URI,
     OUTPUT_URI,
     REGION,
     SONGS_URI,
     TABLE_COUNTS,
+    ClusterStuckStarting,
     ScriptedSteps,
     clusters_by_state,
     emr,
@@ -62,7 +68,8 @@ def test_happy_path_one_cluster_step_names_uploaded_code_cluster_terminated_repo
 ) -> None:
     script_steps(monkeypatch, ["PENDING", "RUNNING", "COMPLETED"])
 
-    state = run_emr_flow()
+    # Not the default ratio, so an argument lost on its way to the step shows.
+    state = run_emr_flow(max_reject_ratio=0.05)
 
     assert state.is_completed(), state.message
     assert state.result().tables == TABLE_COUNTS
@@ -77,17 +84,50 @@ def test_happy_path_one_cluster_step_names_uploaded_code_cluster_terminated_repo
     }
     assert (cluster["ReleaseLabel"], cluster["AutoTerminate"]) == ("emr-spark-8.0.0", False)
     [step] = emr().list_steps(ClusterId=cluster_id)["Steps"]
+    run_id = run_id_of_step(step["Name"])
+    package = build_job_package()
+    package_uri = f"{CODE_URI}/spark_etl-{package.digest}.zip"
+    entry_uri = f"{CODE_URI}/spark_submit_entry-{package.digest}.py"
+    expected_job_args = JobArgs(
+        songs_uri=SONGS_URI,
+        logs_uri=LOGS_URI,
+        output_uri=OUTPUT_URI,
+        run_date=None,
+        max_reject_ratio=0.05,
+        run_id=run_id,
+    )
     args = step["Config"]["Args"]
-    assert args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", args[4]]
+    assert args == [
+        "spark-submit",
+        "--deploy-mode",
+        "cluster",
+        "--py-files",
+        package_uri,
+        entry_uri,
+        *expected_job_args.to_argv(),
+    ]
+    # Read back as the job will read it: to_argv() alone could lose a flag on both sides.
+    assert parse_args(args[6:]) == expected_job_args
     s3 = boto3.client("s3", region_name=REGION)
-    for uri in (args[4], args[5]):  # the zip and the entry script exist where the step says
+    for uri, body in ((package_uri, package.zip_bytes), (entry_uri, package.entry_bytes)):
         bucket, key = uri.removeprefix("s3://").split("/", 1)
-        assert bucket == CODE and s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
-    assert args[6:12] == ["--songs", SONGS_URI, "--logs", LOGS_URI, "--output", OUTPUT_URI]
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    glue = boto3.client("glue", region_name=REGION)
+    tables = glue.get_tables(DatabaseName="sparkify_lake")["TableList"]
+    assert {table["Name"]: table["StorageDescriptor"]["Location"] for table in tables} == {
+        name: f"{OUTPUT_URI}/{name}/" for name in TABLE_COUNTS
+    }
     report = artifact_rows(state.state_details.flow_run_id, "songs-etl-run")
     assert {(row["name"], row["rows"]) for row in report if row["kind"] == "table"} == set(
         TABLE_COUNTS.items()
     )
+
+
+def run_id_of_step(step_name: str) -> str:
+    """The run id the flow generated, from the step name ``songs_etl <run_id>``."""
+    named = re.fullmatch(r"songs_etl (\d{8}T\d{6}Z-[0-9a-f]{8})", step_name)
+    assert named is not None, step_name
+    return named[1]
 
 
 def test_a_failed_step_fails_the_flow_with_the_stderr_tail_and_the_cluster_is_terminated(
@@ -110,20 +150,22 @@ def test_a_failed_step_fails_the_flow_with_the_stderr_tail_and_the_cluster_is_te
 def test_throttling_on_create_and_describe_is_retried_and_makes_one_cluster(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls: dict[str, int] = {"run_job_flow": 0, "describe_cluster": 0}
+    calls = {"run_job_flow": 0, "describe_cluster": 0}
+    # describe_cluster call 1 is the retried create finding its cluster by tag; calls 2
+    # and 3 are the wait's first two tries, throttled; call 4, its third, sees WAITING.
+    throttled_describes = {2, 3}
 
     class Throttled(ScriptedSteps):
         def run_job_flow(self, **request: Any) -> Any:
             calls["run_job_flow"] += 1
+            created = self._real.run_job_flow(**request)
             if calls["run_job_flow"] == 1:  # created, but the response is lost to throttling
-                self._real.run_job_flow(**request)
-            if calls["run_job_flow"] <= 2:
                 raise throttling("RunJobFlow")
-            return self._real.run_job_flow(**request)
+            return created
 
         def describe_cluster(self, ClusterId: str) -> Any:
             calls["describe_cluster"] += 1
-            if 3 <= calls["describe_cluster"] <= 4:
+            if calls["describe_cluster"] in throttled_describes:
                 raise throttling("DescribeCluster")
             return self._real.describe_cluster(ClusterId=ClusterId)
 
@@ -135,8 +177,11 @@ def test_throttling_on_create_and_describe_is_retried_and_makes_one_cluster(
     state = run_emr_flow()
 
     assert state.is_completed(), state.message
-    assert list(clusters_by_state().values()) == ["TERMINATED"]  # one cluster, not three
-    assert calls["run_job_flow"] == 1  # the retry found the first attempt's cluster by tag
+    assert list(clusters_by_state().values()) == ["TERMINATED"]  # one cluster, not two
+    # One run_job_flow: the retry found the first attempt's cluster by its tag.
+    assert calls == {"run_job_flow": 1, "describe_cluster": 4}
+    runs = task_run_counts(state.state_details.flow_run_id)
+    assert (runs["Create the EMR cluster"], runs["Wait for the cluster to be ready"]) == (2, 3)
 
 
 def test_a_cluster_that_fails_to_start_is_a_clear_error_and_nothing_is_left_running(
@@ -202,6 +247,81 @@ def test_an_empty_input_prefix_fails_in_preflight_before_any_cluster() -> None:
     assert clusters_by_state() == {}
 
 
+@pytest.mark.parametrize(
+    "states", [["RUNNING", "INTERRUPTED"], ["CANCELLED"]], ids=["interrupted", "cancelled"]
+)
+def test_an_interrupted_or_cancelled_step_fails_the_flow_naming_cluster_step_and_state(
+    monkeypatch: pytest.MonkeyPatch, states: list[str]
+) -> None:
+    script_steps(monkeypatch, states)
+    monkeypatch.setattr(songs_etl_module, "wait_for_spark_step", wait_looking_for_the_log_once)
+
+    state = run_emr_flow()
+
+    assert state.is_failed()
+    with pytest.raises(EmrStepFailedError) as failure:
+        state.result()
+    [(cluster_id, cluster_state)] = clusters_by_state().items()
+    [step] = emr().list_steps(ClusterId=cluster_id)["Steps"]
+    error, end = failure.value, states[-1]
+    assert (error.cluster_id, error.step_id, error.state) == (cluster_id, step["Id"], end)
+    assert error.log_file == f"{LOG_URI}/{cluster_id}/steps/{step['Id']}/stderr.gz"
+    assert str(error) == f"EMR step {step['Id']} on cluster {cluster_id} ended as {end}: {end}"
+    assert cluster_state == "TERMINATED"
+
+
+def wait_looking_for_the_log_once(*args: Any, **kwargs: Any) -> None:
+    """The flow's step wait, looking for the step log once instead of three times 20 s
+    apart: nothing writes one in these tests, and the wait would only slow them down."""
+    emr_tasks.wait_for_spark_step(*args, **kwargs, log_attempts=1, log_delay_seconds=0.0)
+
+
+def test_a_cluster_that_never_gets_ready_times_out_and_is_terminated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wrap_emr_client(monkeypatch, ClusterStuckStarting)
+
+    state = run_emr_flow(max_wait_minutes=0.001)
+
+    assert state.is_failed()
+    with pytest.raises(EmrWaitTimeoutError) as timeout:
+        state.result()
+    [(cluster_id, cluster_state)] = clusters_by_state().items()
+    error = timeout.value
+    assert (error.cluster_id, error.step_id, error.last_state) == (cluster_id, None, "STARTING")
+    assert str(error) == (
+        f"EMR cluster {cluster_id} still STARTING after 0 s; "
+        "raise max_wait_minutes if it needs longer"
+    )
+    assert cluster_state == "TERMINATED"
+    assert emr().list_steps(ClusterId=cluster_id)["Steps"] == []  # no step was submitted
+
+
+def test_a_step_that_keeps_running_times_out_and_the_cluster_is_terminated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script_steps(monkeypatch, ["RUNNING"])
+
+    state = run_emr_flow(max_wait_minutes=0.001)
+
+    assert state.is_failed()
+    with pytest.raises(EmrWaitTimeoutError) as timeout:
+        state.result()
+    [(cluster_id, cluster_state)] = clusters_by_state().items()
+    [step] = emr().list_steps(ClusterId=cluster_id)["Steps"]
+    error = timeout.value
+    assert (error.cluster_id, error.step_id, error.last_state) == (
+        cluster_id,
+        step["Id"],
+        "RUNNING",
+    )
+    assert str(error) == (
+        f"EMR step {step['Id']} on cluster {cluster_id} still RUNNING after 0 s; "
+        "raise max_wait_minutes if it needs longer"
+    )
+    assert cluster_state == "TERMINATED"
+
+
 def test_the_secret_key_never_reaches_logs_or_artifacts(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -253,3 +373,12 @@ def flow_run_artifacts(flow_run_id: Any) -> list[Any]:
 def artifact_rows(flow_run_id: Any, key: str) -> list[dict[str, Any]]:
     [artifact] = [a for a in flow_run_artifacts(flow_run_id) if a.key == key]
     return list(json.loads(artifact.data))
+
+
+def task_run_counts(flow_run_id: Any) -> dict[str, int]:
+    """How many times the API saw each task of the flow run run (its retries included)."""
+    with get_client(sync_client=True) as client:
+        task_runs: list[TaskRun] = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {task_run.name.rsplit("-", 1)[0]: task_run.run_count for task_run in task_runs}

@@ -1,0 +1,151 @@
+"""Preflight of a run on AWS, Prefect-free: each refusal with its exact message, and a pass.
+
+The AWS side runs against moto's S3 and STS; no Prefect API is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from spark_etl.args import JobArgs
+from tasks.ops.preflight import PreflightError, check_aws_run, check_job_arguments
+
+REGION = "us-east-1"
+MOTO_ACCOUNT = "123456789012"  # the account moto's STS answers with
+RAW, OUT, CODE = "sparkify-raw", "sparkify-out", "sparkify-code"
+CODE_URI = f"s3://{CODE}/jobs"
+VALID = JobArgs(
+    songs_uri=f"s3://{RAW}/song_data",
+    logs_uri=f"s3://{RAW}/log_data",
+    output_uri=f"s3://{OUT}/star",
+    run_id="preflight-test",
+)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
+    """moto S3 and STS with one song file and the log file of 2018-11-01."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        for bucket in (RAW, OUT, CODE):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=RAW, Key="song_data/A/B/C/TRABC.json", Body=b'{"song_id": "SO1"}')
+        s3.put_object(Bucket=RAW, Key="log_data/2018/11/2018-11-01-events.json", Body=b"{}")
+        yield s3, boto3.client("sts", region_name=REGION)
+
+
+@pytest.mark.parametrize(
+    ("changes", "code_bucket_uri", "message"),
+    [
+        pytest.param(
+            {},
+            f"s3://{CODE}/jobs,v2",  # would split spark-submit's --py-files in two
+            f"code_bucket_uri 's3://{CODE}/jobs,v2' is empty or holds a comma or a control "
+            "character",
+            id="comma in code_bucket_uri",
+        ),
+        pytest.param(
+            {},
+            f"s3://{CODE}/jobs\n",
+            f"code_bucket_uri 's3://{CODE}/jobs\\n' is empty or holds a comma or a control "
+            "character",
+            id="newline ending code_bucket_uri",
+        ),
+        pytest.param(
+            {"output_uri": f"s3://{OUT}/star\n"},  # a pasted newline: a key nobody can see
+            CODE_URI,
+            f"the job would refuse its arguments: argument --output: 's3://{OUT}/star\\n' "
+            "is empty or holds a comma or a control character",
+            id="newline ending the output URI",
+        ),
+        pytest.param(
+            {"logs_uri": f"s3://{RAW}/log\ndata"},
+            CODE_URI,
+            f"'s3://{RAW}/log\\ndata' is not an s3://bucket/prefix URI with a valid bucket name",
+            id="newline inside the logs URI",
+        ),
+        pytest.param(
+            {"max_reject_ratio": 1.5},
+            CODE_URI,
+            "the job would refuse its arguments: argument --max-reject-ratio: '1.5' is not "
+            "between 0 and 1",
+            id="max_reject_ratio above 1",
+        ),
+        pytest.param(
+            {},
+            None,
+            "a run on AWS needs code_bucket_uri, an s3:// folder for the job code",
+            id="no code_bucket_uri",
+        ),
+    ],
+)
+def test_arguments_the_run_would_fail_on_are_refused_with_their_reason(
+    changes: dict[str, Any], code_bucket_uri: str | None, message: str
+) -> None:
+    with pytest.raises(PreflightError) as refused:
+        check_job_arguments(dataclasses.replace(VALID, **changes), code_bucket_uri)
+    assert str(refused.value) == message
+
+
+def test_valid_arguments_pass() -> None:
+    check_job_arguments(VALID, CODE_URI)
+    check_job_arguments(dataclasses.replace(VALID, run_date=date(2018, 11, 1)), CODE_URI)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param(
+            {"songs_uri": f"s3://{RAW}/nothing-here"},
+            f"song_data location s3://{RAW}/nothing-here is missing or empty",
+            id="empty input prefix",
+        ),
+        pytest.param(
+            {"run_date": date(2018, 11, 2)},
+            f"no log file for 2018-11-02: s3://{RAW}/log_data/2018/11/2018-11-02-events.json "
+            "does not exist",
+            id="missing day file of a daily run",
+        ),
+    ],
+)
+def test_missing_inputs_are_refused_with_their_reason(
+    aws: tuple[Any, Any], changes: dict[str, Any], message: str
+) -> None:
+    s3, sts = aws
+    with pytest.raises(PreflightError) as refused:
+        check_aws_run(s3, sts, dataclasses.replace(VALID, **changes), CODE_URI)
+    assert str(refused.value) == message
+
+
+def test_an_output_in_a_missing_bucket_is_found_unwritable(aws: tuple[Any, Any]) -> None:
+    s3, sts = aws
+    with pytest.raises(ClientError) as refused:
+        check_aws_run(
+            s3, sts, dataclasses.replace(VALID, output_uri="s3://no-such-bucket/star"), CODE_URI
+        )
+    assert str(refused.value) == (
+        "An error occurred (NoSuchBucket) when calling the PutObject operation: "
+        "The specified bucket does not exist"
+    )
+
+
+def test_a_run_that_can_go_ahead_returns_the_account_and_leaves_no_marker(
+    aws: tuple[Any, Any],
+) -> None:
+    s3, sts = aws
+    assert check_aws_run(s3, sts, VALID, CODE_URI) == MOTO_ACCOUNT
+    daily = dataclasses.replace(VALID, run_date=date(2018, 11, 1))
+    assert check_aws_run(s3, sts, daily, CODE_URI) == MOTO_ACCOUNT
+    # The write test put and deleted its markers: the output and code folders stay clean.
+    for bucket in (OUT, CODE):
+        assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
