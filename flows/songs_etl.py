@@ -5,7 +5,10 @@ lake; ``runner="emr"`` runs the same job on a transient EMR cluster. Run it as a
 ``python flows/songs_etl.py`` (no arguments: the local demo).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in this file: a served run (`make serve`) gets
+# the flow function pickled by value into a fresh process, which keeps only the globals
+# its code uses. Names used only in string annotations (Runner, date) would be gone, and
+# Prefect could not validate the parameters of any run. Evaluated annotations travel.
 
 import sys
 from datetime import date
@@ -26,9 +29,12 @@ from tasks.aws import DEFAULT_CREDENTIALS_BLOCK
 from tasks.emr import (
     DEFAULT_CLUSTER_CONFIG_BLOCK,
     create_emr_cluster,
+    end_cluster_after_failure,
+    end_clusters_after_failed_create,
     preflight_emr_run,
     read_run_summary_from_s3,
     submit_spark_step,
+    terminate_cluster_now,
     terminate_emr_cluster,
     terminate_flow_run_clusters,
     upload_spark_job,
@@ -109,18 +115,19 @@ def songs_etl(
     )
     if runner == "local":
         summary = _run_locally(job_args)
-    else:
-        summary = _run_on_emr(
-            job_args,
-            aws_credentials_block,
-            cluster_config_block,
-            code_bucket_uri,
-            poll_seconds,
-            max_wait_minutes * 60,
-        )
-        if glue_database:
-            register_tables_in_glue(aws_credentials_block, glue_database, output_uri)
-    publish_run_report(summary)
+        publish_run_report(summary)
+        return summary
+    summary = _run_on_emr(
+        job_args,
+        aws_credentials_block,
+        cluster_config_block,
+        code_bucket_uri,
+        poll_seconds,
+        max_wait_minutes * 60,
+    )
+    publish_run_report(summary)  # the data is written: say so before anything else can fail
+    if glue_database:
+        register_tables_in_glue(aws_credentials_block, glue_database, output_uri)
     return summary
 
 
@@ -143,20 +150,31 @@ def _run_on_emr(
     poll_seconds: float,
     max_wait_seconds: float,
 ) -> RunSummary:
-    """The EMR path: preflight, upload, cluster, step, and a cluster ended whatever happens."""
+    """The EMR path: preflight, upload, cluster, step; the cluster ends with the step."""
     preflight_emr_run(aws_credentials_block, job_args, code_bucket_uri)
     job = upload_spark_job(aws_credentials_block, str(code_bucket_uri))
-    cluster = create_emr_cluster(
-        aws_credentials_block, cluster_config_block, str(current_flow_run.id)
-    )
+    flow_run_id = str(current_flow_run.id)
+    try:
+        cluster = create_emr_cluster(aws_credentials_block, cluster_config_block, flow_run_id)
+    except Exception:  # its lost last answer may hide a started cluster
+        end_clusters_after_failed_create(aws_credentials_block, flow_run_id)
+        raise
+    step_id = None
     try:
         wait_for_emr_cluster(
             aws_credentials_block, cluster.cluster_id, poll_seconds, max_wait_seconds
         )
         step_id = submit_spark_step(aws_credentials_block, cluster.cluster_id, job, job_args)
-        wait_for_spark_step(aws_credentials_block, cluster, step_id, poll_seconds, max_wait_seconds)
-    finally:
-        terminate_emr_cluster(aws_credentials_block, cluster.cluster_id)
+        wait_for_spark_step(
+            aws_credentials_block, cluster, step_id, job_args, poll_seconds, max_wait_seconds
+        )
+    except Exception as failure:
+        end_cluster_after_failure(aws_credentials_block, cluster, step_id, failure)
+        raise
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): end it now; hooks are the backstop
+        terminate_cluster_now(aws_credentials_block, cluster.cluster_id)
+        raise
+    terminate_emr_cluster(aws_credentials_block, cluster.cluster_id)
     return read_run_summary_from_s3(aws_credentials_block, job_args.output_uri, job_args.run_id)
 
 

@@ -1,8 +1,10 @@
 """The ``terminate_emr_clusters`` flow: the sweeper, the last line of defence against cost.
 
-It ends active clusters tagged ``project=sparkify-lake`` that are older than
-``max_age_minutes`` or whose flow run is no longer running. Clusters without the tag
-are never touched. Run it hourly (prefect.yaml) or by hand:
+It ends active clusters tagged ``project=sparkify-lake`` and with this Prefect API's
+tag that are older than ``max_age_minutes``, or whose flow run is no longer running or
+has sent no heartbeat for ``heartbeat_timeout_minutes`` (its process died). A cluster
+with a step still running is left to finish it first. Clusters without those tags, or
+of another Prefect server or workspace, are never touched. Run it hourly (prefect.yaml) or by hand:
 ``python flows/terminate_emr_clusters.py``.
 """
 
@@ -20,6 +22,7 @@ from tasks.aws import DEFAULT_CREDENTIALS_BLOCK
 from tasks.emr import terminate_emr_cluster
 from tasks.sweeper import (
     choose_clusters_to_terminate,
+    find_busy_clusters,
     find_live_flow_runs,
     find_project_clusters,
     publish_sweep_report,
@@ -30,6 +33,7 @@ from tasks.sweeper import (
 def terminate_emr_clusters(
     aws_credentials_block: str = DEFAULT_CREDENTIALS_BLOCK,
     max_age_minutes: float = 360.0,
+    heartbeat_timeout_minutes: float = 20.0,
     dry_run: bool = False,
 ) -> list[str]:
     """Terminate this project's clusters that outlived their flow run or their time.
@@ -37,6 +41,8 @@ def terminate_emr_clusters(
     Args:
         aws_credentials_block: Name of the prefect-aws ``AwsCredentials`` block.
         max_age_minutes: A cluster older than this is ended even if its flow run still runs.
+        heartbeat_timeout_minutes: A running flow run whose cluster heartbeat is older
+            than this has died without a word (SIGKILL, a lost machine).
         dry_run: Only report what would be terminated.
 
     Returns:
@@ -44,7 +50,10 @@ def terminate_emr_clusters(
     """
     clusters = find_project_clusters(aws_credentials_block)
     live = find_live_flow_runs(clusters)
-    doomed = choose_clusters_to_terminate(clusters, max_age_minutes, live)
+    busy = find_busy_clusters(aws_credentials_block, clusters)
+    doomed = choose_clusters_to_terminate(
+        clusters, max_age_minutes, heartbeat_timeout_minutes, live, busy
+    )
     if not dry_run:
         for cluster, _ in doomed:
             terminate_emr_cluster(aws_credentials_block, cluster["Id"])

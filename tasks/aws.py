@@ -7,8 +7,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionError, EndpointConnectionError
 from prefect_aws import AwsCredentials
+
+from tasks.ops.retry import is_transient
 
 if TYPE_CHECKING:
     from mypy_boto3_emr import EMRClient
@@ -20,18 +21,11 @@ DEFAULT_CREDENTIALS_BLOCK = "sparkify-aws"
 
 # botocore retries throttling and 5xx itself, pacing calls to what the account allows.
 BOTO_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8})
-THROTTLING_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "SlowDown",
-        "RequestThrottled",
-        "ProvisionedThroughputExceededException",
-    }
-)
+# For calls that create something and carry no idempotency token (RunJobFlow,
+# AddJobFlowSteps): botocore re-sends a request whose response was lost, which would
+# create a second cluster or step. Such a call is tried once; the task retries it, after
+# looking for what the lost attempt made.
+SINGLE_ATTEMPT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
 # Retry knobs shared by every AWS task: a few tries, backing off, with jitter.
 AWS_TASK_RETRIES: dict[str, Any] = {
     "retries": 3,
@@ -53,22 +47,31 @@ class AwsClients:
     @cached_property
     def emr(self) -> EMRClient:
         """EMR client."""
-        return cast("EMRClient", self.session.client("emr", config=BOTO_CONFIG))
+        return cast("EMRClient", self.client("emr"))
+
+    @cached_property
+    def emr_single_attempt(self) -> EMRClient:
+        """EMR client that never re-sends a request: for the calls that create things."""
+        return cast("EMRClient", self.client("emr", SINGLE_ATTEMPT_CONFIG))
 
     @cached_property
     def s3(self) -> S3Client:
         """S3 client."""
-        return cast("S3Client", self.session.client("s3", config=BOTO_CONFIG))
+        return cast("S3Client", self.client("s3"))
 
     @cached_property
     def glue(self) -> GlueClient:
         """Glue client."""
-        return cast("GlueClient", self.session.client("glue", config=BOTO_CONFIG))
+        return cast("GlueClient", self.client("glue"))
 
     @cached_property
     def sts(self) -> Any:
         """STS client (typed loosely: the project does not install the STS stubs)."""
-        return self.session.client("sts", config=BOTO_CONFIG)
+        return self.client("sts")
+
+    def client(self, service: str, config: Config = BOTO_CONFIG) -> Any:
+        """A new client of ``service``: the one place where the project builds clients."""
+        return self.session.client(service, config=config)
 
 
 def aws_clients(credentials_block: str) -> AwsClients:
@@ -76,17 +79,6 @@ def aws_clients(credentials_block: str) -> AwsClients:
     # Tasks are synchronous, so load() returns the block, not a coroutine.
     credentials = cast(AwsCredentials, AwsCredentials.load(credentials_block))
     return AwsClients(credentials.get_boto3_session())
-
-
-def is_transient(error: BaseException | None) -> bool:
-    """True for throttling, 5xx and connection errors: safe and useful to try again."""
-    if isinstance(error, (EndpointConnectionError, ConnectionError)):
-        return True
-    if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in THROTTLING_CODES or status >= 500
-    return False
 
 
 def retry_transient_aws_errors(task: Any, task_run: Any, state: Any) -> bool:

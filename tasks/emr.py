@@ -8,13 +8,17 @@ it, as prefect-aws keeps its blocks.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
 
 from spark_etl.args import JobArgs
 from spark_etl.summary import RunSummary, summary_uri
@@ -23,6 +27,7 @@ from tasks.ops import emr as emr_ops
 from tasks.ops import s3 as s3_ops
 from tasks.ops.job_package import build_job_package
 from tasks.ops.preflight import PreflightError, check_aws_run, check_job_arguments
+from tasks.run_log import ops_logs_in_run_log
 
 # The cluster block every run loads unless told otherwise.
 DEFAULT_CLUSTER_CONFIG_BLOCK = "sparkify-emr"
@@ -60,11 +65,18 @@ class StartedCluster:
     log_uri: str
 
 
-@task(name="Preflight: arguments, inputs, output and credentials")
+@task(
+    name="Preflight: arguments, inputs, output and credentials",
+    retry_condition_fn=retry_transient_aws_errors,
+    **AWS_TASK_RETRIES,
+)
 def preflight_emr_run(
     aws_credentials_block: str, job_args: JobArgs, code_bucket_uri: str | None
 ) -> None:
     """Check everything a cluster would need before one is started.
+
+    Safe to retry (its marker objects are unique and removed), so a flaky STS or S3
+    answer is tried again; a refusal is not.
 
     Raises:
         PreflightError: An argument the job would refuse, a malformed URI, a missing or
@@ -105,6 +117,12 @@ def upload_spark_job(aws_credentials_block: str, code_bucket_uri: str) -> Upload
     return UploadedJob(entry_uri=uploads[1][0].uri, package_uri=uploads[0][0].uri)
 
 
+def prefect_api_identity() -> str:
+    """The Prefect API this run talks to: clusters are tagged with it for the sweeper."""
+    with get_client(sync_client=True) as client:
+        return str(client.api_url).rstrip("/")[:256]  # EMR tag values hold 256 characters
+
+
 @task(
     name="Create the EMR cluster", retry_condition_fn=retry_transient_aws_errors, **AWS_TASK_RETRIES
 )
@@ -113,15 +131,18 @@ def create_emr_cluster(
 ) -> StartedCluster:
     """Start the transient cluster tagged with the flow run (a retry finds it again)."""
     logger = get_run_logger()
-    config = cast(EmrClusterConfig, EmrClusterConfig.load(cluster_config_block))
-    spec = config.cluster_spec()
-    emr = aws_clients(aws_credentials_block).emr
-    request = emr_ops.build_run_job_flow_request(spec, flow_run_id)
-    cluster_id, created = emr_ops.create_cluster(emr, request, flow_run_id)
+    spec = cast(EmrClusterConfig, EmrClusterConfig.load(cluster_config_block)).cluster_spec()
+    clients = aws_clients(aws_credentials_block)
+    owner = emr_ops.RunIdentity(flow_run_id, prefect_api_identity())
+    request = emr_ops.build_run_job_flow_request(spec, owner, datetime.now(UTC))
+    with ops_logs_in_run_log():
+        cluster_id, created = emr_ops.create_cluster(
+            clients.emr, clients.emr_single_attempt, request, flow_run_id
+        )
     logger.info(
         "%s EMR cluster %s (%s)", "Started" if created else "Found", cluster_id, spec.release_label
     )
-    region = emr.meta.region_name
+    region = clients.emr.meta.region_name
     create_link_artifact(
         key="emr-cluster",
         link=f"https://{region}.console.aws.amazon.com/emr/home?region={region}#/clusterDetails/{cluster_id}",
@@ -140,16 +161,27 @@ def wait_for_emr_cluster(
     aws_credentials_block: str, cluster_id: str, poll_seconds: float, max_wait_seconds: float
 ) -> None:
     """Log every state until the cluster waits for work; fail fast when it ends instead."""
+    emr = aws_clients(aws_credentials_block).emr
+    with ops_logs_in_run_log():
+        emr_ops.wait_for_cluster(
+            emr,
+            cluster_id,
+            poll_seconds,
+            max_wait_seconds,
+            on_state=_state_logger(emr, f"Cluster {cluster_id}", cluster_id),
+        )
+
+
+def _state_logger(emr: Any, what: str, cluster_id: str) -> Callable[[str, str], None]:
+    """Log each state seen, and keep the cluster's heartbeat fresh while waiting."""
     logger = get_run_logger()
-    emr_ops.wait_for_cluster(
-        aws_clients(aws_credentials_block).emr,
-        cluster_id,
-        poll_seconds,
-        max_wait_seconds,
-        on_state=lambda state, reason: logger.info(
-            "Cluster %s is %s %s", cluster_id, state, reason
-        ),
-    )
+    heartbeat = emr_ops.ClusterHeartbeat(emr, cluster_id)
+
+    def on_state(state: str, reason: str) -> None:
+        logger.info("%s is %s %s", what, state, reason)
+        heartbeat.beat(datetime.now(UTC))
+
+    return on_state
 
 
 @task(
@@ -162,7 +194,9 @@ def submit_spark_step(
     step = emr_ops.build_spark_step(
         f"songs_etl {job_args.run_id}", job.entry_uri, job.package_uri, job_args.to_argv()
     )
-    step_id = emr_ops.submit_step(aws_clients(aws_credentials_block).emr, cluster_id, step)
+    clients = aws_clients(aws_credentials_block)
+    with ops_logs_in_run_log():
+        step_id = emr_ops.submit_step(clients.emr, clients.emr_single_attempt, cluster_id, step)
     get_run_logger().info("Submitted step %s to cluster %s", step_id, cluster_id)
     return step_id
 
@@ -172,39 +206,43 @@ def wait_for_spark_step(
     aws_credentials_block: str,
     cluster: StartedCluster,
     step_id: str,
+    job_args: JobArgs,
     poll_seconds: float,
     max_wait_seconds: float,
     log_attempts: int = 3,
     log_delay_seconds: float = 20.0,
 ) -> None:
-    """Log every state until the step ends; a failed step raises with its stderr tail.
+    """Log every state until the step ends; a failed step raises with the job's reason.
 
-    Not retried: a failed Spark job fails the same way again.
+    Not retried as a task: a failed Spark job fails the same way again. Transient errors
+    while polling are retried inside the wait instead.
 
     Raises:
         EmrStepFailedError: The step ended as FAILED, CANCELLED or INTERRUPTED.
+        EmrWaitTimeoutError: The step still ran after ``max_wait_seconds``.
     """
-    logger = get_run_logger()
     clients = aws_clients(aws_credentials_block)
-    state, status = emr_ops.wait_for_step(
-        clients.emr,
-        cluster.cluster_id,
-        step_id,
-        poll_seconds,
-        max_wait_seconds,
-        on_state=lambda state, reason: logger.info("Step %s is %s %s", step_id, state, reason),
-    )
-    if state in emr_ops.STEP_FAILED:
-        raise emr_ops.build_step_failed_error(
-            clients.s3,
+    with ops_logs_in_run_log():
+        state, status = emr_ops.wait_for_step(
+            clients.emr,
             cluster.cluster_id,
             step_id,
-            state,
-            status,
-            cluster.log_uri,
-            attempts=log_attempts,
-            delay=log_delay_seconds,
+            poll_seconds,
+            max_wait_seconds,
+            on_state=_state_logger(clients.emr, f"Step {step_id}", cluster.cluster_id),
         )
+        if state in emr_ops.STEP_FAILED:
+            raise emr_ops.build_step_failed_error(
+                clients.s3,
+                cluster.cluster_id,
+                step_id,
+                state,
+                status,
+                cluster.log_uri,
+                s3_ops.parse_s3_uri(summary_uri(job_args.output_uri, job_args.run_id)),
+                attempts=log_attempts,
+                delay=log_delay_seconds,
+            )
 
 
 @task(
@@ -215,9 +253,43 @@ def wait_for_spark_step(
 def terminate_emr_cluster(aws_credentials_block: str, cluster_id: str) -> None:
     """Cancel what still runs on the cluster and terminate it."""
     emr = aws_clients(aws_credentials_block).emr
-    emr_ops.cancel_active_steps(emr, cluster_id)
-    emr_ops.terminate_cluster(emr, cluster_id)
+    with ops_logs_in_run_log():
+        emr_ops.cancel_active_steps(emr, cluster_id)
+        emr_ops.terminate_cluster(emr, cluster_id)
     get_run_logger().info("Terminating EMR cluster %s", cluster_id)
+
+
+# Failures after which the step is known to have ended, or must be stopped: the cluster
+# is ended at once. After any other failure (a lost API, polling errors) a submitted step
+# may still be writing the lake, and is left to finish.
+ENDS_THE_CLUSTER = (
+    emr_ops.EmrStepFailedError,
+    emr_ops.EmrWaitTimeoutError,
+    emr_ops.EmrClusterStartError,
+)
+
+
+def end_cluster_after_failure(
+    aws_credentials_block: str, cluster: StartedCluster, step_id: str | None, failure: Exception
+) -> None:
+    """Terminate the cluster after a failed run, unless its step may still be writing.
+
+    Raises:
+        EmrTeardownError: Terminating failed too; it names both failures and the cluster.
+    """
+    logger = get_run_logger()
+    if step_id is not None and not isinstance(failure, ENDS_THE_CLUSTER):
+        logger.warning(
+            "Cluster %s is left to finish step %s, which may still be writing the lake; its "
+            "idle timeout or the terminate_emr_clusters sweeper ends it once the step is done",
+            cluster.cluster_id,
+            step_id,
+        )
+        return
+    try:
+        terminate_emr_cluster(aws_credentials_block, cluster.cluster_id)
+    except Exception as teardown:
+        raise emr_ops.EmrTeardownError(cluster.cluster_id, failure, teardown) from failure
 
 
 @task(
@@ -231,6 +303,20 @@ def read_run_summary_from_s3(
     return RunSummary.from_json(s3_ops.read_text(aws_clients(aws_credentials_block).s3, location))
 
 
+def terminate_cluster_now(aws_credentials_block: str, cluster_id: str) -> None:
+    """End the cluster of an interrupted run without Prefect's task machinery.
+
+    An interrupt may leave no room for a task run; a failure here is logged, not raised,
+    so the interrupt itself still ends the run (the hooks and the sweeper come after).
+    """
+    try:
+        emr = aws_clients(aws_credentials_block).emr
+        emr_ops.cancel_active_steps(emr, cluster_id)
+        emr_ops.terminate_cluster(emr, cluster_id)
+    except Exception as err:
+        logging.getLogger(__name__).error("Could not terminate EMR cluster %s: %s", cluster_id, err)
+
+
 def terminate_flow_run_clusters(aws_credentials_block: str, flow_run_id: str) -> list[str]:
     """Backstop for crashed or cancelled runs: end every cluster tagged with the flow run."""
     emr = aws_clients(aws_credentials_block).emr
@@ -239,3 +325,26 @@ def terminate_flow_run_clusters(aws_credentials_block: str, flow_run_id: str) ->
         emr_ops.cancel_active_steps(emr, cluster_id)
         emr_ops.terminate_cluster(emr, cluster_id)
     return cluster_ids
+
+
+def end_clusters_after_failed_create(aws_credentials_block: str, flow_run_id: str) -> None:
+    """End a cluster that a failed ``create_emr_cluster`` may have started after all.
+
+    Its last attempt's RunJobFlow may have started a cluster before the response was
+    lost: the flow never learned the id, so the cluster is found by its tag. A failure
+    here is logged, not raised: the create's error stays the run's; the sweeper and the
+    idle timeout are the backstop.
+    """
+    logger = get_run_logger()
+    try:
+        ended = terminate_flow_run_clusters(aws_credentials_block, flow_run_id)
+    except Exception as err:
+        logger.error(
+            "Could not look for a cluster of flow run %s after the failed create (%s); the "
+            "terminate_emr_clusters sweeper or the idle timeout ends any",
+            flow_run_id,
+            err,
+        )
+        return
+    if ended:
+        logger.warning("Terminated %s: started by a create whose answer was lost", ", ".join(ended))

@@ -8,6 +8,19 @@ from prefect import get_run_logger, task
 
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
 from tasks.ops import glue as glue_ops
+from tasks.run_log import ops_logs_in_run_log
+
+
+class CatalogNotUpdatedError(Exception):
+    """The job's tables are written, but the Glue catalogue does not show them all yet."""
+
+    def __init__(self, database: str, output_uri: str, cause: Exception) -> None:
+        self.database, self.output_uri = database, output_uri
+        super().__init__(
+            f"The tables are written to {output_uri}, but Glue database {database} is not up "
+            f"to date ({type(cause).__name__}: {cause}). Athena may miss new partitions until "
+            "the next run, which registers everything missing."
+        )
 
 
 @task(
@@ -18,12 +31,22 @@ from tasks.ops import glue as glue_ops
 def register_tables_in_glue(
     aws_credentials_block: str, database: str, output_uri: str
 ) -> dict[str, Any]:
-    """Create or update the five tables and add their new partitions (no crawler).
+    """Create or update the five tables and their partitions (no crawler).
+
+    Runs after the report: a failure here leaves the data written and says so. Retried
+    when the cause is transient (the error is raised ``from`` it).
 
     Returns:
         New partitions added per table.
+
+    Raises:
+        CatalogNotUpdatedError: Glue refused or failed; the data is in place.
     """
     clients = aws_clients(aws_credentials_block)
-    added = glue_ops.register_lake(clients.glue, clients.s3, database, output_uri)
+    try:
+        with ops_logs_in_run_log():
+            added = glue_ops.register_lake(clients.glue, clients.s3, database, output_uri)
+    except Exception as err:
+        raise CatalogNotUpdatedError(database, output_uri, err) from err
     get_run_logger().info("Glue database %s: tables up to date, new partitions %s", database, added)
     return added

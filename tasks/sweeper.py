@@ -15,7 +15,9 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
+from tasks.emr import prefect_api_identity
 from tasks.ops import emr as emr_ops
+from tasks.run_log import ops_logs_in_run_log
 
 
 @task(
@@ -28,6 +30,17 @@ def find_project_clusters(aws_credentials_block: str) -> list[dict[str, Any]]:
     clusters = list(emr_ops.iter_project_clusters(aws_clients(aws_credentials_block).emr))
     get_run_logger().info("Found %d active sparkify-lake clusters", len(clusters))
     return clusters
+
+
+@task(
+    name="Find clusters with a running step",
+    retry_condition_fn=retry_transient_aws_errors,
+    **AWS_TASK_RETRIES,
+)
+def find_busy_clusters(aws_credentials_block: str, clusters: list[dict[str, Any]]) -> set[str]:
+    """The clusters with a pending or running step: it may be writing the lake."""
+    emr = aws_clients(aws_credentials_block).emr
+    return {c["Id"] for c in clusters if emr_ops.active_step_ids(emr, c["Id"])}
 
 
 @task(name="Find live flow runs")
@@ -48,14 +61,24 @@ def find_live_flow_runs(clusters: list[dict[str, Any]]) -> set[str]:
 
 @task(name="Choose the clusters to terminate")
 def choose_clusters_to_terminate(
-    clusters: list[dict[str, Any]], max_age_minutes: float, live_flow_runs: set[str]
+    clusters: list[dict[str, Any]],
+    max_age_minutes: float,
+    heartbeat_timeout_minutes: float,
+    live_flow_runs: set[str],
+    busy_clusters: set[str],
 ) -> list[tuple[dict[str, Any], str]]:
-    """Which clusters the sweeper ends and why; each choice is logged."""
-    doomed = emr_ops.clusters_to_terminate(
-        clusters, datetime.now(UTC), max_age_minutes, live_flow_runs
-    )
+    """Which clusters of this Prefect API the sweeper ends and why; each choice is logged."""
+    rules = emr_ops.SweepRules(prefect_api_identity(), max_age_minutes, heartbeat_timeout_minutes)
+    with ops_logs_in_run_log():
+        doomed = emr_ops.clusters_to_terminate(
+            clusters, datetime.now(UTC), rules, live_flow_runs, busy_clusters
+        )
+    ignored = [c["Id"] for c in clusters if not emr_ops.owned_by(c, rules.prefect_api)]
+    logger = get_run_logger()
+    if ignored:
+        logger.info("Not this Prefect API's (or untagged), left alone: %s", ", ".join(ignored))
     for cluster, reason in doomed:
-        get_run_logger().info("%s: %s", cluster["Id"], reason)
+        logger.info("%s: %s", cluster["Id"], reason)
     return doomed
 
 

@@ -1,6 +1,7 @@
-"""Preflight of a run on AWS, Prefect-free: each refusal with its exact message, and a pass.
+"""Preflight of a run on AWS: each refusal with its exact message, and a pass.
 
-The AWS side runs against moto's S3 and STS; no Prefect API is needed.
+The AWS side runs against moto's S3 and STS; the checks need no Prefect API, the task
+that retries them (last tests) does.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
+from prefect import flow
 
-from spark_etl.args import JobArgs
+import tasks.emr as emr_tasks
+from spark_etl.args import MAX_REJECT_RATIO_FLAG, JobArgs
+from tasks.aws import AwsClients, aws_clients
 from tasks.ops.preflight import PreflightError, check_aws_run, check_job_arguments
 
 REGION = "us-east-1"
@@ -77,7 +81,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any]]:
         pytest.param(
             {"max_reject_ratio": 1.5},
             CODE_URI,
-            "the job would refuse its arguments: argument --max-reject-ratio: '1.5' is not "
+            f"the job would refuse its arguments: argument {MAX_REJECT_RATIO_FLAG}: '1.5' is not "
             "between 0 and 1",
             id="max_reject_ratio above 1",
         ),
@@ -149,3 +153,83 @@ def test_a_run_that_can_go_ahead_returns_the_account_and_leaves_no_marker(
     # The write test put and deleted its markers: the output and code folders stay clean.
     for bucket in (OUT, CODE):
         assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+class ScriptedSts:
+    """moto's STS, whose get_caller_identity raises the next error of ``errors`` first
+    (moto never throttles nor refuses); ``calls`` counts the calls of every task try."""
+
+    def __init__(self, real: Any, errors: list[Exception], calls: list[str]) -> None:
+        self._real, self._errors, self._calls = real, errors, calls
+
+    def get_caller_identity(self) -> Any:
+        self._calls.append("GetCallerIdentity")
+        if self._errors:
+            raise self._errors.pop(0)
+        return self._real.get_caller_identity()
+
+
+def sts_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "GetCallerIdentity",
+    )
+
+
+def run_preflight_task(
+    monkeypatch: pytest.MonkeyPatch, errors: list[Exception], calls: list[str]
+) -> Any:
+    """The preflight task, its STS scripted; retried at once (the delays are not tested)."""
+    from prefect_aws import AwsCredentials
+
+    AwsCredentials(
+        aws_access_key_id="AKIAFAKEFAKEFAKEFAKE",
+        aws_secret_access_key="fake-secret",
+        region_name=REGION,
+    ).save("preflight-aws", overwrite=True)
+
+    def clients(block: str) -> AwsClients:
+        built = aws_clients(block)
+        built.__dict__["sts"] = ScriptedSts(built.sts, errors, calls)  # cached_property's slot
+        return built
+
+    monkeypatch.setattr(emr_tasks, "aws_clients", clients)
+    return preflight_only(return_state=True)
+
+
+@flow
+def preflight_only() -> None:
+    """The preflight task in a flow run of its own, as songs_etl runs it."""
+    emr_tasks.preflight_emr_run.with_options(retry_delay_seconds=0)(
+        "preflight-aws", VALID, CODE_URI
+    )
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_the_preflight_task_retries_a_throttled_sts_call(
+    aws: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    state = run_preflight_task(monkeypatch, [sts_error("Throttling", 400)], calls)
+
+    assert state.is_completed(), state.message
+    assert calls == ["GetCallerIdentity", "GetCallerIdentity"]
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_the_preflight_task_fails_at_once_when_sts_refuses(
+    aws: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    state = run_preflight_task(monkeypatch, [sts_error("AccessDenied", 403)], calls)
+
+    assert state.is_failed()
+    with pytest.raises(PreflightError) as refused:
+        state.result()
+    assert str(refused.value) == (
+        "AWS refused a preflight check: An error occurred (AccessDenied) when calling the "
+        "GetCallerIdentity operation: no"
+    )
+    assert calls == ["GetCallerIdentity"]

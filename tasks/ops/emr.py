@@ -6,17 +6,20 @@ and the tasks build the real one from the ``AwsCredentials`` block.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
-from tasks.ops.s3 import S3Location, parse_s3_uri, read_gzip_tail
+from tasks.ops.retry import is_transient
+from tasks.ops.s3 import S3Location, object_exists, parse_s3_uri, read_gzip_tail, read_text
 
 if TYPE_CHECKING:
     from mypy_boto3_emr import EMRClient
@@ -27,6 +30,13 @@ logger = logging.getLogger(__name__)
 PROJECT_TAG_KEY = "project"
 PROJECT_TAG_VALUE = "sparkify-lake"
 FLOW_RUN_TAG_KEY = "prefect-flow-run-id"
+# The Prefect API the flow run lives in: a sweeper only judges clusters of its own API,
+# never those of another Prefect server or workspace in the same AWS account.
+PREFECT_API_TAG_KEY = "prefect-api"
+# When the flow last looked at its cluster: a flow process that died without a word (a
+# SIGKILL, a lost machine) stays Running in the API, but its heartbeat goes stale.
+HEARTBEAT_TAG_KEY = "prefect-heartbeat"
+HEARTBEAT_SECONDS = 300.0
 
 
 class ClusterState(StrEnum):
@@ -79,7 +89,11 @@ class EmrClusterStartError(EmrError):
 
 
 class EmrStepFailedError(EmrError):
-    """The Spark step ended as FAILED, CANCELLED or INTERRUPTED."""
+    """The Spark step ended as FAILED, CANCELLED or INTERRUPTED.
+
+    ``job_reason`` is the job's own one-line reason, from the run summary it wrote on
+    failure; when there is none, the tails of the step's stdout and stderr stand in.
+    """
 
     def __init__(
         self,
@@ -87,14 +101,32 @@ class EmrStepFailedError(EmrError):
         step_id: str,
         state: str,
         reason: str,
-        log_file: str | None,
-        stderr_tail: str | None,
+        log_folder: str | None,
+        log_tails: dict[str, str] | None = None,
+        job_reason: str | None = None,
     ) -> None:
         self.cluster_id, self.step_id, self.state = cluster_id, step_id, state
-        self.reason, self.log_file, self.stderr_tail = reason, log_file, stderr_tail
-        tail = f"\nLast lines of {log_file}:\n{stderr_tail}" if stderr_tail else ""
+        self.reason, self.log_folder, self.job_reason = reason, log_folder, job_reason
+        self.log_tails = dict(log_tails or {})
+        lines = [f"EMR step {step_id} on cluster {cluster_id} ended as {state}: {reason}"]
+        if job_reason:
+            lines.append(f"The job says: {job_reason}")
+        if log_folder:
+            lines.append(f"Step logs: {log_folder} (stdout.gz, stderr.gz)")
+        lines += [f"Last lines of {name}:\n{tail}" for name, tail in self.log_tails.items()]
+        super().__init__("\n".join(lines))
+
+
+class EmrTeardownError(EmrError):
+    """Ending the cluster failed after the run had failed: both are said, with the ids."""
+
+    def __init__(self, cluster_id: str, failure: BaseException, teardown: BaseException) -> None:
+        self.cluster_id, self.failure, self.teardown = cluster_id, failure, teardown
         super().__init__(
-            f"EMR step {step_id} on cluster {cluster_id} ended as {state}: {reason}{tail}"
+            f"{type(failure).__name__}: {failure}\n"
+            f"Then terminating EMR cluster {cluster_id} failed ({type(teardown).__name__}: "
+            f"{teardown}); it may still be running: terminate it in the EMR console, or "
+            "let the terminate_emr_clusters sweeper or its idle timeout end it."
         )
 
 
@@ -146,13 +178,28 @@ class ClusterSpec(BaseModel):
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra spark-defaults.")
 
 
-def project_tags(flow_run_id: str, extra: dict[str, str]) -> list[dict[str, str]]:
-    """Tags that identify the project and the flow run (the sweeper and retries use them)."""
-    tags = {**extra, PROJECT_TAG_KEY: PROJECT_TAG_VALUE, FLOW_RUN_TAG_KEY: flow_run_id}
-    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who owns a cluster: the flow run, and the Prefect API it lives in."""
+
+    flow_run_id: str
+    prefect_api: str
+
+    def tags(self, extra: dict[str, str], started: datetime) -> list[dict[str, str]]:
+        """Tags that identify the project, the run and its API (the sweeper, retries)."""
+        tags = {
+            **extra,
+            PROJECT_TAG_KEY: PROJECT_TAG_VALUE,
+            FLOW_RUN_TAG_KEY: self.flow_run_id,
+            PREFECT_API_TAG_KEY: self.prefect_api,
+            HEARTBEAT_TAG_KEY: started.isoformat(timespec="seconds"),
+        }
+        return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
 
 
-def build_run_job_flow_request(spec: ClusterSpec, flow_run_id: str) -> dict[str, Any]:
+def build_run_job_flow_request(
+    spec: ClusterSpec, owner: RunIdentity, started: datetime
+) -> dict[str, Any]:
     """The ``run_job_flow`` request for a transient cluster that waits for our one step.
 
     KeepJobFlowAliveWhenNoSteps=True lets us submit after it is ready; we terminate it
@@ -190,7 +237,7 @@ def build_run_job_flow_request(spec: ClusterSpec, flow_run_id: str) -> dict[str,
         "JobFlowRole": spec.job_flow_role,
         "VisibleToAllUsers": True,
         "AutoTerminationPolicy": {"IdleTimeout": spec.idle_timeout_seconds},
-        "Tags": project_tags(flow_run_id, spec.tags),
+        "Tags": owner.tags(spec.tags, started),
     }
     if spec.spark_conf:
         request["Configurations"] = [
@@ -205,8 +252,10 @@ def build_spark_step(
     """The ``add_job_flow_steps`` step: spark-submit through command-runner.jar.
 
     Cluster deploy mode keeps the driver on YARN, so the step survives the primary node's
-    step runner and its stderr.gz holds the driver's log. ActionOnFailure=CONTINUE: the
-    flow terminates the cluster itself, after reading the step's logs.
+    step runner; the driver's own output then goes to the YARN container logs, not to the
+    step's stdout.gz/stderr.gz, which is why a failed run's reason is read from the run
+    summary the job writes. ActionOnFailure=CONTINUE: the flow terminates the cluster
+    itself, after reading why the step failed.
     """
     return {
         "Name": name,
@@ -249,20 +298,25 @@ def _tag(cluster: dict[str, Any], key: str) -> str | None:
     return next((tag["Value"] for tag in cluster.get("Tags", []) if tag["Key"] == key), None)
 
 
-def create_cluster(emr: EMRClient, request: dict[str, Any], flow_run_id: str) -> tuple[str, bool]:
+def create_cluster(
+    emr: EMRClient, emr_single_attempt: EMRClient, request: dict[str, Any], flow_run_id: str
+) -> tuple[str, bool]:
     """Start the cluster, or find the one an earlier attempt of this flow run started.
 
-    ``run_job_flow`` is not idempotent: a retry after a throttled or timed-out response
-    could otherwise pay for a second cluster.
+    ``run_job_flow`` has no idempotency token: a request re-sent after its response was
+    lost would pay for a second cluster. So it goes through a client that never re-sends,
+    and every attempt (the task's retries) first looks for the cluster by its tag.
 
     Returns:
         The cluster id and whether this call created it.
     """
     existing = find_flow_run_clusters(emr, flow_run_id)
     if existing:
-        logger.info("Reusing cluster %s of flow run %s", existing[0], flow_run_id)
+        logger.warning(
+            "Found cluster %s of flow run %s: not starting another", existing[0], flow_run_id
+        )
         return existing[0], False
-    return emr.run_job_flow(**request)["JobFlowId"], True
+    return emr_single_attempt.run_job_flow(**request)["JobFlowId"], True
 
 
 def wait_for_cluster(
@@ -295,16 +349,23 @@ def _cluster_status(emr: EMRClient, cluster_id: str) -> tuple[str, str]:
     return status["State"], reason
 
 
-def submit_step(emr: EMRClient, cluster_id: str, step: dict[str, Any]) -> str:
+def submit_step(
+    emr: EMRClient, emr_single_attempt: EMRClient, cluster_id: str, step: dict[str, Any]
+) -> str:
     """Add the step, unless a step of that name is already there (a retried submit).
+
+    Like :func:`create_cluster`: sent once, never re-sent blind, looked up first.
 
     Returns:
         The step id.
     """
-    for existing in emr.list_steps(ClusterId=cluster_id).get("Steps", []):
+    pages = emr.get_paginator("list_steps").paginate(ClusterId=cluster_id)
+    for existing in (found for page in pages for found in page.get("Steps", [])):
         if existing["Name"] == step["Name"]:
+            logger.warning("Found step %s (%s): not adding another", existing["Id"], step["Name"])
             return existing["Id"]
-    return emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"][0]  # type: ignore[list-item]
+    response = emr_single_attempt.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])  # type: ignore[list-item]
+    return response["StepIds"][0]
 
 
 def wait_for_step(
@@ -340,21 +401,39 @@ def wait_for_step(
     raise EmrWaitTimeoutError(cluster_id, step_id, state, max_wait)
 
 
+# A poll that keeps failing this many times in a row is not a blip: the error is raised.
+MAX_FAILED_POLLS = 10
+
+
 def _poll(
     read: Callable[[], tuple[str, str]], delay: float, max_wait: float
 ) -> Iterator[tuple[str, str]]:
-    """Yield the state every ``delay`` seconds until ``max_wait`` has passed."""
+    """Yield the state every ``delay`` seconds until ``max_wait`` has passed.
+
+    A transient error (throttling, 5xx, a lost connection) skips one look instead of
+    failing the wait: one bad poll must not end a run whose job is still writing.
+    """
     deadline = time.monotonic() + max_wait
+    failed_in_a_row = 0
     while True:
-        yield read()
+        try:
+            state = read()
+        except Exception as err:
+            failed_in_a_row += 1
+            if not is_transient(err) or failed_in_a_row >= MAX_FAILED_POLLS:
+                raise
+            logger.warning("Could not read the state (%s); trying again in %.0f s", err, delay)
+        else:
+            failed_in_a_row = 0
+            yield state
         if time.monotonic() + delay > deadline:
             return
         time.sleep(delay)
 
 
-def step_stderr_location(log_uri: str, cluster_id: str, step_id: str) -> S3Location:
-    """Where EMR puts a step's stderr: ``{LogUri}/{cluster_id}/steps/{step_id}/stderr.gz``."""
-    return parse_s3_uri(log_uri).child(cluster_id, "steps", step_id, "stderr.gz")
+def step_log_folder(log_uri: str, cluster_id: str, step_id: str) -> S3Location:
+    """Where EMR puts a step's logs: ``{LogUri}/{cluster_id}/steps/{step_id}/``."""
+    return parse_s3_uri(log_uri).child(cluster_id, "steps", step_id)
 
 
 def build_step_failed_error(
@@ -364,34 +443,70 @@ def build_step_failed_error(
     state: str,
     status: dict[str, Any],
     log_uri: str,
+    summary: S3Location,
     attempts: int = 3,
     delay: float = 20.0,
     lines: int = 40,
 ) -> EmrStepFailedError:
-    """The error for a failed step, with the tail of its stderr.gz when it has arrived.
+    """Read why a step failed and build its error.
 
-    EMR copies step logs to S3 minutes late, so the log is fetched a few times; a log
-    that never arrives is a warning, not a second error.
+    The job's own reason comes from the run summary it writes on failure. Without one (a
+    crash before the job started, a killed driver) the tails of the step's stdout.gz and
+    stderr.gz stand in: spark-submit passes the Python driver's output on as its stdout.
+    EMR copies step logs to S3 minutes late, so they are looked for a few times; logs
+    that never arrive are a warning naming where to look, not a second error.
     """
     details = status.get("FailureDetails", {})
     reason = " ".join(filter(None, [details.get("Reason"), details.get("Message")])) or state
-    log = step_stderr_location(log_uri, cluster_id, step_id)
-    tail = None
-    for attempt in range(attempts):
-        tail = read_gzip_tail(s3, log, lines)
-        if tail is not None:
+    folder = step_log_folder(log_uri, cluster_id, step_id)
+    job_reason = _failed_run_reason(s3, summary)
+    tails: dict[str, str] = {}
+    for attempt in range(attempts if job_reason is None else 0):
+        tails = _log_tails(s3, folder, lines)
+        if tails:
             break
         if attempt + 1 < attempts:
             time.sleep(delay)
-    if tail is None:
-        logger.warning("No step log at %s yet; look there later", log.uri)
-    return EmrStepFailedError(cluster_id, step_id, state, reason, log.uri, tail)
+    if job_reason is None and not tails:
+        containers = parse_s3_uri(log_uri).child(cluster_id, "containers")
+        logger.warning(
+            "No run summary at %s and no step log at %s yet; look there later, and at the "
+            "driver's YARN container logs under %s/",
+            summary.uri,
+            folder.uri,
+            containers.uri,
+        )
+    return EmrStepFailedError(
+        cluster_id, step_id, state, reason, f"{folder.uri}/", tails, job_reason
+    )
+
+
+def _failed_run_reason(s3: S3Client, summary: S3Location) -> str | None:
+    """The error the job recorded in its run summary, if it wrote one."""
+    if not object_exists(s3, summary):
+        return None
+    try:
+        payload = json.loads(read_text(s3, summary))
+    except ValueError:
+        logger.warning("The run summary at %s is not JSON", summary.uri)
+        return None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return str(error) if error else None
+
+
+def _log_tails(s3: S3Client, folder: S3Location, lines: int) -> dict[str, str]:
+    """The last lines of the step's stdout.gz and stderr.gz that exist."""
+    tails = {}
+    for name in ("stdout.gz", "stderr.gz"):
+        tail = read_gzip_tail(s3, folder.child(name), lines)
+        if tail:
+            tails[name] = tail
+    return tails
 
 
 def cancel_active_steps(emr: EMRClient, cluster_id: str) -> list[str]:
     """Cancel the cluster's pending or running steps (``cancel_steps``); return their ids."""
-    steps = emr.list_steps(ClusterId=cluster_id, StepStates=[s.value for s in STEP_ACTIVE])
-    step_ids = [step["Id"] for step in steps.get("Steps", [])]
+    step_ids = active_step_ids(emr, cluster_id)
     if step_ids:
         try:
             emr.cancel_steps(ClusterId=cluster_id, StepIds=step_ids)
@@ -406,10 +521,55 @@ def terminate_cluster(emr: EMRClient, cluster_id: str) -> None:
     emr.terminate_job_flows(JobFlowIds=[cluster_id])
 
 
+class ClusterHeartbeat:
+    """Refreshes the cluster's heartbeat tag, at most every ``interval`` seconds.
+
+    A failed refresh is a warning: the heartbeat only helps the sweeper, it must never
+    fail a run.
+    """
+
+    def __init__(
+        self, emr: EMRClient, cluster_id: str, interval: float = HEARTBEAT_SECONDS
+    ) -> None:
+        self._emr, self._cluster_id, self._interval = emr, cluster_id, interval
+        self._last = float("-inf")
+
+    def beat(self, now: datetime) -> None:
+        """Tag the cluster with ``now`` when the last beat is older than the interval."""
+        if time.monotonic() - self._last < self._interval:
+            return
+        try:
+            self._emr.add_tags(
+                ResourceId=self._cluster_id,
+                Tags=[{"Key": HEARTBEAT_TAG_KEY, "Value": now.isoformat(timespec="seconds")}],
+            )
+            self._last = time.monotonic()
+        except (ClientError, BotoCoreError) as err:  # BotoCoreError: timeouts, lost connections
+            logger.warning("Could not refresh the heartbeat of %s: %s", self._cluster_id, err)
+
+
+def active_step_ids(emr: EMRClient, cluster_id: str) -> list[str]:
+    """The cluster's pending or running steps."""
+    steps = emr.list_steps(ClusterId=cluster_id, StepStates=[s.value for s in STEP_ACTIVE])
+    return [step["Id"] for step in steps.get("Steps", [])]
+
+
 def cluster_age_minutes(cluster: dict[str, Any], now: datetime) -> float:
     """Minutes since the cluster was created."""
     created: datetime = cluster["Status"]["Timeline"]["CreationDateTime"]
     return (now - created).total_seconds() / 60
+
+
+def heartbeat_age_minutes(cluster: dict[str, Any], now: datetime) -> float:
+    """Minutes since the flow last refreshed the heartbeat (or created the cluster)."""
+    beat = _tag(cluster, HEARTBEAT_TAG_KEY)
+    try:
+        last = datetime.fromisoformat(beat) if beat else None
+    except ValueError:
+        last = None
+    if last is None or last.tzinfo is None:
+        return cluster_age_minutes(cluster, now)
+    return (now - last).total_seconds() / 60
 
 
 def flow_run_id_of(cluster: dict[str, Any]) -> str | None:
@@ -417,23 +577,64 @@ def flow_run_id_of(cluster: dict[str, Any]) -> str | None:
     return _tag(cluster, FLOW_RUN_TAG_KEY)
 
 
+@dataclass(frozen=True)
+class SweepRules:
+    """What the sweeper ends, and what it leaves alone."""
+
+    prefect_api: str  # only clusters tagged with this API are judged
+    max_age_minutes: float = 360.0  # older clusters end whatever their run does
+    heartbeat_timeout_minutes: float = 20.0  # a live run silent this long has died
+
+
+def owned_by(cluster: dict[str, Any], prefect_api: str) -> bool:
+    """True when the cluster carries this API's tag and a flow-run tag."""
+    return _tag(cluster, PREFECT_API_TAG_KEY) == prefect_api and bool(flow_run_id_of(cluster))
+
+
 def clusters_to_terminate(
-    clusters: list[dict[str, Any]], now: datetime, max_age_minutes: float, live_flow_runs: set[str]
+    clusters: list[dict[str, Any]],
+    now: datetime,
+    rules: SweepRules,
+    live_flow_runs: set[str],
+    busy_clusters: set[str],
 ) -> list[tuple[dict[str, Any], str]]:
     """Which project clusters the sweeper ends, and why (pure, for the sweeper flow).
+
+    A cluster whose run has ended (or died: its heartbeat went stale) is ended, unless a
+    step still runs on it: that step may be writing the lake, so the cluster is left to
+    finish it and to its idle timeout, and a later sweep ends it. Clusters older than
+    the maximum age are ended whatever they do.
 
     Args:
         clusters: Described active clusters that carry the project tag.
         now: The current time (timezone-aware).
-        max_age_minutes: Older clusters are ended whatever their flow run does.
+        rules: Which clusters are this sweeper's, and the time limits.
         live_flow_runs: Ids of flow runs that are still pending or running.
+        busy_clusters: Ids of clusters with a pending or running step.
     """
     doomed = []
-    for cluster in clusters:
+    for cluster in (c for c in clusters if owned_by(c, rules.prefect_api)):
+        reason = _why_ended(cluster, now, rules, live_flow_runs)
         age = cluster_age_minutes(cluster, now)
-        flow_run_id = flow_run_id_of(cluster)
-        if age > max_age_minutes:
-            doomed.append((cluster, f"older than {max_age_minutes:.0f} min ({age:.0f} min)"))
-        elif flow_run_id not in live_flow_runs:
-            doomed.append((cluster, f"its flow run {flow_run_id} is no longer running"))
+        if age > rules.max_age_minutes:
+            doomed.append((cluster, f"older than {rules.max_age_minutes:.0f} min ({age:.0f} min)"))
+        elif reason and cluster["Id"] in busy_clusters:
+            logger.warning(
+                "%s: %s, but a step still runs on it: left to end", cluster["Id"], reason
+            )
+        elif reason:
+            doomed.append((cluster, reason))
     return doomed
+
+
+def _why_ended(
+    cluster: dict[str, Any], now: datetime, rules: SweepRules, live_flow_runs: set[str]
+) -> str | None:
+    """Why the cluster's flow run no longer needs it, or None while the run lives."""
+    flow_run_id = flow_run_id_of(cluster)
+    if flow_run_id not in live_flow_runs:
+        return f"its flow run {flow_run_id} is no longer running"
+    silent = heartbeat_age_minutes(cluster, now)
+    if silent > rules.heartbeat_timeout_minutes:
+        return f"its flow run {flow_run_id} sent no heartbeat for {silent:.0f} min"
+    return None

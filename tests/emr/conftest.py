@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -12,7 +13,7 @@ import pytest
 from moto import mock_aws
 
 from spark_etl.args import parse_args
-from spark_etl.summary import CheckResult, RunSummary, summary_uri
+from spark_etl.summary import FAILED, SUCCEEDED, CheckResult, RunSummary, summary_uri
 from tasks.aws import AwsClients, aws_clients
 from tasks.emr import EmrClusterConfig
 
@@ -62,6 +63,25 @@ def wrap_emr_client(monkeypatch: pytest.MonkeyPatch, wrap: Callable[[Any], Any])
     monkeypatch.setattr(emr_tasks, "aws_clients", clients)
 
 
+# The time the tasks see under `frozen_clock`: the heartbeat tag is compared exactly.
+FROZEN_NOW = datetime(2018, 11, 2, 6, 0, 0, tzinfo=UTC)
+
+
+class _FrozenDatetime(datetime):
+    @classmethod
+    def now(cls, tz: Any = None) -> Any:
+        return FROZEN_NOW.astimezone(tz) if tz else FROZEN_NOW.replace(tzinfo=None)
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """The EMR tasks read ``FROZEN_NOW`` as the time (cluster tags, heartbeats)."""
+    import tasks.emr as emr_tasks
+
+    monkeypatch.setattr(emr_tasks, "datetime", _FrozenDatetime)
+    return FROZEN_NOW
+
+
 def emr() -> Any:
     """An independent client: what AWS really holds, not what the flow believes."""
     return boto3.client("emr", region_name=REGION)
@@ -74,10 +94,14 @@ def clusters_by_state() -> dict[str, str]:
 class ScriptedSteps:
     """Wraps the flow's EMR client: describe_step walks through ``states`` (moto never
     finishes a step); on COMPLETED it plants the summary the job would write, on FAILED
-    the step's stderr.gz where EMR would put it."""
+    the step's stderr.gz where EMR would put it and, given ``job_error``, the failed run
+    summary the job writes with its reason."""
 
-    def __init__(self, real: Any, states: list[str], plant_log: bool = True) -> None:
+    def __init__(
+        self, real: Any, states: list[str], plant_log: bool = True, job_error: str | None = None
+    ) -> None:
         self._real, self._states, self._plant_log = real, list(states), plant_log
+        self._job_error = job_error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -102,6 +126,8 @@ class ScriptedSteps:
                     Key=f"emr/{ClusterId}/steps/{StepId}/stderr.gz",
                     Body=gzip.compress(body.encode()),
                 )
+            if self._job_error is not None:
+                plant_summary(args, error=self._job_error)
         return response
 
 
@@ -125,8 +151,9 @@ class ClusterStuckStarting:
         return dict(response)
 
 
-def plant_summary(args: list[str]) -> None:
-    """Write the run summary the Spark job writes at the end of a successful run."""
+def plant_summary(args: list[str], error: str | None = None) -> None:
+    """Write the run summary the Spark job writes at the end of a run: a successful one,
+    or, given ``error``, a failed one with the job's reason."""
     job_args = parse_args(args[args.index("--py-files") + 3 :])  # after the zip and the script
     output, run_id = job_args.output_uri, job_args.run_id
     summary = RunSummary(
@@ -137,11 +164,12 @@ def plant_summary(args: list[str]) -> None:
         logs_uri=LOGS_URI,
         output_uri=output,
         started_at="2018-11-02T06:00:00+00:00",
-        status="succeeded",
+        status=SUCCEEDED if error is None else FAILED,
+        error=error,
         duration_seconds=42.0,
         input_records={"song_data": 2, "log_data": 24},
-        tables=dict(TABLE_COUNTS),
-        checks=[CheckResult("key unique", "songplays", True, "0")],
+        tables=dict(TABLE_COUNTS) if error is None else {},
+        checks=[CheckResult("key unique", "songplays", True, "0")] if error is None else [],
     )
     bucket, key = summary_uri(output, run_id).removeprefix("s3://").split("/", 1)
     boto3.client("s3", region_name=REGION).put_object(

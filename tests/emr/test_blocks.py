@@ -3,6 +3,7 @@ reaches its own place in the request, survives the API and is described for the 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from prefect_aws import AwsCredentials
 
 from deployments.aws_credentials import main
 from tasks.emr import EmrClusterConfig
-from tasks.ops.emr import ClusterSpec, build_run_job_flow_request
+from tasks.ops.emr import ClusterSpec, RunIdentity, build_run_job_flow_request
 from tests.emr.conftest import FAKE_SECRET
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -97,7 +98,11 @@ def test_every_block_field_lands_in_the_same_field_of_the_cluster_spec() -> None
 
 
 def test_every_block_field_lands_in_its_place_in_the_run_job_flow_request() -> None:
-    request = build_run_job_flow_request(EmrClusterConfig(**EVERY_FIELD).cluster_spec(), "run-9")
+    request = build_run_job_flow_request(
+        EmrClusterConfig(**EVERY_FIELD).cluster_spec(),
+        RunIdentity("run-9", "http://prefect.test/api"),
+        datetime(2018, 11, 2, 6, 0, 0, tzinfo=UTC),
+    )
     assert request == {
         "Name": "lake-nightly",
         "ReleaseLabel": "emr-7.9.0",
@@ -130,7 +135,9 @@ def test_every_block_field_lands_in_its_place_in_the_run_job_flow_request() -> N
         "AutoTerminationPolicy": {"IdleTimeout": 900},
         "Tags": [
             {"Key": "cost-center", "Value": "42"},
+            {"Key": "prefect-api", "Value": "http://prefect.test/api"},
             {"Key": "prefect-flow-run-id", "Value": "run-9"},
+            {"Key": "prefect-heartbeat", "Value": "2018-11-02T06:00:00+00:00"},
             {"Key": "project", "Value": "sparkify-lake"},
             {"Key": "team", "Value": "data"},
         ],

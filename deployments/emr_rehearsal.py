@@ -1,0 +1,378 @@
+"""Rehearse the EMR path with no AWS account: moto stands in for AWS, and every step the
+flow submits runs for real.
+
+    make rehearse-emr          # or: .venv/bin/python -m deployments.emr_rehearsal
+
+The ``songs_etl`` flow runs with ``runner="emr"``, unchanged. moto answers its AWS calls;
+a :class:`StepRunner` thread watches moto's EMR clusters and executes each step the way
+a cluster would:
+
+- the buckets in moto S3 are copied to a local mirror, the code objects the step names
+  included, as the flow uploaded them;
+- ``spark-submit`` runs the step's own arguments (the ``--py-files`` zip, the entry
+  script, the job's flags) on the Spark line EMR runs (``.venv-emr``: pyspark 4.0, as on
+  ``emr-spark-8.0.0``). Its ``s3://bucket/key`` paths are served from the mirror by
+  Hadoop's ViewFileSystemOverloadScheme, so the arguments stay exactly as submitted;
+- what the job wrote is copied back to moto S3, its stdout and stderr are put where EMR
+  puts a step's logs (``{LogUri}/{cluster_id}/steps/{step_id}/stdout.gz``, ``stderr.gz``),
+  and the step becomes COMPLETED or FAILED from spark-submit's exit status.
+
+The one difference from a cluster: ``--deploy-mode cluster`` runs as client mode, since
+a local master has no cluster to place the driver on. A cluster terminated while its
+step runs interrupts the step, as on EMR.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# pyspark of the Spark line emr-spark-8.0.0 runs (Spark 4.0, Python 3.11); `make emr-spark`.
+EMR_SPARK_VENV = PROJECT_ROOT / ".venv-emr"
+MOTO_ACCOUNT = "123456789012"
+DEPLOY_MODE = "--deploy-mode"
+REGION = "us-east-1"
+RAW_BUCKET, LAKE_BUCKET, CODE_BUCKET, LOG_BUCKET = (
+    "rehearsal-raw",
+    "rehearsal-lake",
+    "rehearsal-code",
+    "rehearsal-logs",
+)
+CREDENTIALS_BLOCK, CLUSTER_BLOCK = "rehearsal-aws", "rehearsal-emr"
+# Hadoop's local file system writes a checksum file beside each file; S3 holds none.
+_NOT_IN_S3_SUFFIX = ".crc"
+
+logger = logging.getLogger(__name__)
+
+
+class RehearsalError(Exception):
+    """The rehearsal cannot run (no EMR-line Spark installed, a step it cannot execute)."""
+
+
+@dataclass(frozen=True)
+class EmrSpark:
+    """The spark-submit and the Python of the Spark line EMR runs."""
+
+    spark_submit: Path
+    python: Path
+
+    @classmethod
+    def installed(cls, venv: Path = EMR_SPARK_VENV) -> EmrSpark:
+        """The EMR-line Spark in ``venv``.
+
+        Raises:
+            RehearsalError: It is not installed.
+        """
+        spark = cls(venv / "bin" / "spark-submit", venv / "bin" / "python")
+        if not (spark.spark_submit.is_file() and spark.python.is_file()):
+            raise RehearsalError(
+                f"no EMR-line Spark in {venv}: run 'make emr-spark' (pyspark 4.0, as on "
+                "emr-spark-8.0.0)"
+            )
+        return spark
+
+
+def mount_settings(mirror_root: Path, buckets: list[str]) -> list[str]:
+    """spark-submit ``--conf`` pairs that serve ``s3://<bucket>/...`` from the mirror."""
+    settings = {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.viewfs.ViewFileSystemOverloadScheme",
+        "spark.hadoop.fs.viewfs.overload.scheme.target.s3.impl": (
+            "org.apache.hadoop.fs.RawLocalFileSystem"
+        ),
+        "spark.hadoop.fs.s3.impl.disable.cache": "true",
+    }
+    for bucket in buckets:
+        target = (mirror_root / bucket).as_uri()
+        settings[f"spark.hadoop.fs.viewfs.mounttable.{bucket}.linkFallback"] = target
+    return [part for key, value in settings.items() for part in ("--conf", f"{key}={value}")]
+
+
+def spark_submit_command(
+    step_args: list[str], spark: EmrSpark, mirror_root: Path, buckets: list[str]
+) -> list[str]:
+    """The step's ``spark-submit`` line, run on a local master over the mirror.
+
+    Raises:
+        RehearsalError: The step is not a ``command-runner.jar`` spark-submit.
+    """
+    if not step_args or step_args[0] != "spark-submit":
+        raise RehearsalError(f"the rehearsal runs spark-submit steps only, not {step_args[:1]}")
+    arguments = list(step_args[1:])
+    if DEPLOY_MODE in arguments:  # a local master has no cluster to place the driver on
+        arguments[arguments.index(DEPLOY_MODE) + 1] = "client"
+    return [
+        str(spark.spark_submit),
+        *("--master", "local[2]"),
+        *("--conf", "spark.ui.enabled=false"),  # no web UI listening on this machine
+        *mount_settings(mirror_root, buckets),
+        *arguments,
+    ]
+
+
+def pull_buckets(s3: Any, mirror_root: Path) -> dict[str, str]:
+    """Copy every bucket to ``mirror_root/<bucket>/<key>``; return each key's ETag."""
+    shutil.rmtree(mirror_root, ignore_errors=True)
+    pulled = {}
+    for bucket in (b["Name"] for b in s3.list_buckets()["Buckets"]):
+        (mirror_root / bucket).mkdir(parents=True, exist_ok=True)
+        for entry in _objects(s3, bucket):
+            target = mirror_root / bucket / entry["Key"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
+            pulled[f"{bucket}/{entry['Key']}"] = entry["ETag"]
+    return pulled
+
+
+def push_buckets(s3: Any, mirror_root: Path, pulled: dict[str, str]) -> None:
+    """Copy what the step wrote back to S3, and delete what it deleted."""
+    present = set()
+    for path in sorted(mirror_root.rglob("*")):
+        if not path.is_file() or path.name.endswith(_NOT_IN_S3_SUFFIX):
+            continue
+        bucket, key = path.relative_to(mirror_root).as_posix().split("/", 1)
+        present.add(f"{bucket}/{key}")
+        s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+    for gone in sorted(set(pulled) - present):
+        bucket, key = gone.split("/", 1)
+        s3.delete_object(Bucket=bucket, Key=key)
+
+
+def _objects(s3: Any, bucket: str) -> Iterator[dict[str, Any]]:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        yield from page.get("Contents", [])
+
+
+def put_step_logs(
+    s3: Any, log_uri: str, cluster_id: str, step_id: str, logs: dict[str, bytes]
+) -> None:
+    """Put ``stdout.gz`` and ``stderr.gz`` where EMR puts a step's logs."""
+    bucket, _, prefix = log_uri.removeprefix("s3://").partition("/")
+    folder = "/".join(filter(None, [prefix.rstrip("/"), cluster_id, "steps", step_id]))
+    for name, body in logs.items():
+        s3.put_object(Bucket=bucket, Key=f"{folder}/{name}.gz", Body=gzip.compress(body))
+
+
+class StepRunner:
+    """Executes the steps of moto's EMR clusters, one at a time, in a background thread.
+
+    Use as a context manager inside ``mock_aws()``; every step added while it runs is
+    executed, and its state is set in moto as EMR would set it.
+    """
+
+    def __init__(self, workdir: Path, spark: EmrSpark, region: str = "us-east-1") -> None:
+        self._workdir, self._spark, self._region = workdir, spark, region
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="emr-step-runner", daemon=True)
+        self.executed: list[str] = []  # step ids, in the order they ran
+        self.errors: list[BaseException] = []
+
+    def __enter__(self) -> StepRunner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _backend(self) -> Any:
+        from moto.emr.models import emr_backends
+
+        return emr_backends[MOTO_ACCOUNT][self._region]
+
+    def _run(self) -> None:
+        import boto3
+
+        s3 = boto3.client("s3", region_name=self._region)
+        while not self._stop.is_set():
+            try:
+                found = self._next_step()
+                if found is None:
+                    time.sleep(0.2)
+                    continue
+                self._execute(s3, *found)
+            except Exception as err:  # a runner that dies silently would hang the flow
+                logger.exception("the rehearsal's step runner failed")
+                self.errors.append(err)
+                return
+
+    def _next_step(self) -> tuple[Any, Any] | None:
+        """The oldest step that waits to run on an active cluster."""
+        for cluster in list(self._backend().clusters.values()):
+            if cluster.state in ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS"):
+                continue
+            for step in cluster.steps:
+                if step.state in ("PENDING", "RUNNING") and step.id not in self.executed:
+                    return cluster, step
+        return None
+
+    def _execute(self, s3: Any, cluster: Any, step: Any) -> None:
+        """Run one step for real and record its end state, logs and outputs."""
+        from moto.core.utils import utcnow
+
+        self.executed.append(step.id)
+        step.state, step.start_date_time = "RUNNING", utcnow()
+        mirror = self._workdir / "mirror"
+        pulled = pull_buckets(s3, mirror)
+        command = spark_submit_command(
+            list(step.args), self._spark, mirror, sorted(p.name for p in mirror.iterdir())
+        )
+        logger.info("step %s on %s: %s", step.id, cluster.id, " ".join(command))
+        return_code, stdout, stderr = self._spark_submit(command, cluster)
+        push_buckets(s3, mirror, pulled)
+        if cluster.log_uri:
+            put_step_logs(
+                s3, cluster.log_uri, cluster.id, step.id, {"stdout": stdout, "stderr": stderr}
+            )
+        if return_code is None:
+            step.state, step.last_state_change_reason = "INTERRUPTED", "Cluster terminated."
+        elif return_code == 0:
+            step.state = "COMPLETED"
+        else:
+            step.state = "FAILED"
+            step.last_state_change_reason = f"spark-submit exited with code {return_code}"
+        step.end_date_time = utcnow()
+
+    def _spark_submit(self, command: list[str], cluster: Any) -> tuple[int | None, bytes, bytes]:
+        """Run spark-submit; stop it when the cluster is terminated (None as exit code)."""
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("PYSPARK_", "SPARK_", "PYTHON", "VIRTUAL_ENV"))
+        }
+        environment.update(
+            PYSPARK_PYTHON=str(self._spark.python),
+            PYSPARK_DRIVER_PYTHON=str(self._spark.python),
+            TZ="UTC",  # EMR's nodes run in UTC
+        )
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=err,
+                env=environment,
+                cwd=self._workdir,
+                start_new_session=True,
+            )
+            return_code: int | None = None
+            while (return_code := process.poll()) is None:
+                if cluster.state.startswith("TERMINAT") or self._stop.is_set():
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+                    return_code = None
+                    break
+                time.sleep(0.2)
+            out.seek(0)
+            err.seek(0)
+            return return_code, out.read(), err.read()
+
+
+def prepare_aws(lake: Path, days_held_back: int = 0) -> dict[str, Any]:
+    """Buckets, the raw lake and the two blocks in moto; the flow's parameters to use.
+
+    Call inside ``mock_aws()`` with a Prefect API available (blocks are saved there).
+
+    Args:
+        lake: A local lake (``song_data``, ``log_data``) to upload as the raw bucket.
+        days_held_back: The last days of logs not uploaded yet (see :func:`upload_day`).
+    """
+    import boto3
+    from prefect_aws import AwsCredentials
+
+    from tasks.emr import EmrClusterConfig
+
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in (RAW_BUCKET, LAKE_BUCKET, CODE_BUCKET, LOG_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    log_files = sorted((lake / "log_data").rglob("*.json"))
+    held_back = set(log_files[len(log_files) - days_held_back :]) if days_held_back else set()
+    for path in sorted(lake.rglob("*.json")):
+        if path not in held_back and path.parent != lake:
+            key = path.relative_to(lake).as_posix()
+            s3.put_object(Bucket=RAW_BUCKET, Key=key, Body=path.read_bytes())
+    # moto accepts any key; the flow only ever sees the block's name.
+    AwsCredentials(
+        aws_access_key_id="AKIAREHEARSALREHEARS",
+        aws_secret_access_key="rehearsal-secret-not-a-real-key",
+        region_name=REGION,
+    ).save(CREDENTIALS_BLOCK, overwrite=True)
+    EmrClusterConfig(log_uri=f"s3://{LOG_BUCKET}/emr").save(CLUSTER_BLOCK, overwrite=True)
+    return {
+        "runner": "emr",
+        "songs_uri": f"s3://{RAW_BUCKET}/song_data",
+        "logs_uri": f"s3://{RAW_BUCKET}/log_data",
+        "output_uri": f"s3://{LAKE_BUCKET}/star",
+        "code_bucket_uri": f"s3://{CODE_BUCKET}/jobs",
+        "aws_credentials_block": CREDENTIALS_BLOCK,
+        "cluster_config_block": CLUSTER_BLOCK,
+        "poll_seconds": 1.0,
+        "max_wait_minutes": 15.0,
+    }
+
+
+def upload_day(lake: Path, day_file: Path) -> None:
+    """Upload one more day's log file, as the app does every night."""
+    import boto3
+
+    key = day_file.relative_to(lake).as_posix()
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=RAW_BUCKET, Key=key, Body=day_file.read_bytes()
+    )
+
+
+def _isolate_environment(prefect_home: Path) -> None:
+    """Fake AWS keys, no real endpoint, and a Prefect API of the rehearsal's own."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "PREFECT_API_URL", "PREFECT_API_KEY"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+def main() -> int:
+    """A full run, then a daily run of the next day, through the EMR path on moto."""
+    spark = EmrSpark.installed()
+    with tempfile.TemporaryDirectory(prefix="sparkify-rehearsal-") as folder:
+        workdir = Path(folder)
+        _isolate_environment(workdir / "prefect-home")
+        from moto import mock_aws
+
+        from flows.songs_etl import songs_etl
+        from spark_etl.sample_lake import SampleLakeConfig, generate_sample_lake
+
+        lake = workdir / "lake"
+        generate_sample_lake(lake, SampleLakeConfig(songs=200, events=3_000, days=3, quirks=True))
+        last_day = sorted((lake / "log_data").rglob("*.json"))[-1]
+        with mock_aws(), StepRunner(workdir, spark) as runner:
+            parameters = prepare_aws(lake, days_held_back=1)
+            print(f"rehearsal: full run on {parameters['logs_uri']} (all days but the last)")
+            full = songs_etl(**parameters, return_state=True)
+            upload_day(lake, last_day)
+            day = last_day.name[:10]
+            print(f"rehearsal: daily run of {day}")
+            daily = songs_etl(**parameters, run_date=day, return_state=True)
+            states = [full, daily]
+            print(f"rehearsal: steps executed with spark-submit: {len(runner.executed)}")
+        for label, state in zip(("full", "daily"), states, strict=True):
+            print(f"rehearsal: {label} run {state.type.value}: {state.message}")
+        return 0 if all(state.is_completed() for state in states) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

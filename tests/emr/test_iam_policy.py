@@ -1,0 +1,207 @@
+"""The IAM policy in docs/aws.md allows exactly the AWS actions the code calls.
+
+The calls are found in the source (ast), not by running it: every method called on a
+variable or attribute named like one of the ``AwsClients`` clients (``emr``,
+``emr_single_attempt``, ``s3``, ``glue``, ``sts``) in ``tasks/*.py`` and
+``tasks/ops/*.py``, paginators included. botocore names the API operation of each
+method; the operation names the IAM action, but for S3, whose actions differ (table
+below, from the S3 API reference's "Permissions" of each operation).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tasks.ops.emr import HEARTBEAT_TAG_KEY, PROJECT_TAG_KEY, PROJECT_TAG_VALUE
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+POLICY_DOC = PROJECT_ROOT / "docs" / "aws.md"
+POLICY_SECTION = "## Least-privilege policy for the flow's credentials"
+SCANNED_FILES = sorted([*PROJECT_ROOT.glob("tasks/*.py"), *PROJECT_ROOT.glob("tasks/ops/*.py")])
+
+# Receiver names the code gives its clients (``self._emr`` counts as ``emr``) → service.
+CLIENT_SERVICES = {
+    "emr": "emr",
+    "emr_single_attempt": "emr",
+    "s3": "s3",
+    "glue": "glue",
+    "sts": "sts",
+}
+IAM_PREFIXES = {"emr": "elasticmapreduce", "s3": "s3", "glue": "glue", "sts": "sts"}
+# S3 authorizes these operations with actions of other names (HEAD and GET of an object
+# are both s3:GetObject; listing a bucket is s3:ListBucket).
+S3_ACTIONS = {
+    "HeadObject": "GetObject",
+    "GetObject": "GetObject",
+    "ListObjectsV2": "ListBucket",
+    "PutObject": "PutObject",
+    "DeleteObject": "DeleteObject",
+}
+# Needs no permission at all (STS documents it): the policy must not list it.
+NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
+# Never called by the code, but RunJobFlow needs it to hand the roles to EMR.
+NEEDED_BY_OTHER_ACTIONS = {"iam:PassRole"}
+
+
+@dataclass(frozen=True)
+class AwsCall:
+    """One boto3 client method called in the source."""
+
+    service: str
+    method: str
+    where: str
+
+
+def test_the_policy_allows_exactly_the_actions_the_code_calls() -> None:
+    calls = list(aws_calls_in(SCANNED_FILES))
+    needed = {iam_action(call) for call in calls} - NEEDS_NO_PERMISSION
+    allowed = allowed_actions(policy_in_doc())
+
+    # Every service the flow uses was found: the scan is not silently empty.
+    assert {call.service for call in calls} == {"emr", "s3", "glue", "sts"}
+    assert NEEDED_BY_OTHER_ACTIONS <= allowed
+    # Equality: a missing permission fails a run, an extra one is privilege nobody uses.
+    granted = allowed - NEEDED_BY_OTHER_ACTIONS
+    missing, unused = sorted(needed - granted), sorted(granted - needed)
+    assert (missing, unused) == ([], []), "calls found:\n" + "\n".join(
+        f"{call.where}: {call.service}.{call.method} -> {iam_action(call)}" for call in calls
+    )
+
+
+def test_emr_writes_reach_only_project_clusters_and_tagging_only_the_heartbeat() -> None:
+    statements = policy_in_doc()["Statement"]
+    project_resource = {
+        "StringEquals": {f"elasticmapreduce:ResourceTag/{PROJECT_TAG_KEY}": PROJECT_TAG_VALUE}
+    }
+    unscoped_reads = {"elasticmapreduce:ListClusters", "elasticmapreduce:DescribeCluster"}
+
+    [start] = statements_granting(statements, "elasticmapreduce:RunJobFlow")
+    assert start["Condition"] == {
+        "StringEquals": {f"aws:RequestTag/{PROJECT_TAG_KEY}": PROJECT_TAG_VALUE}
+    }
+    [tagging] = statements_granting(statements, "elasticmapreduce:AddTags")
+    assert actions_of(tagging) == ["elasticmapreduce:AddTags"]
+    assert tagging["Condition"] == {
+        **project_resource,
+        "ForAllValues:StringEquals": {"aws:TagKeys": [HEARTBEAT_TAG_KEY]},
+    }
+    [find] = [s for s in statements if unscoped_reads & set(actions_of(s))]
+    assert set(actions_of(find)) == unscoped_reads and "Condition" not in find
+    drive = [
+        s
+        for s in statements
+        if s not in (start, tagging, find)
+        and any(a.startswith("elasticmapreduce:") for a in actions_of(s))
+    ]
+    assert drive, "no statement drives the clusters"
+    for statement in drive:
+        assert statement["Condition"] == project_resource, statement["Sid"]
+        assert statement["Resource"] == "arn:aws:elasticmapreduce:*:123456789012:cluster/*"
+
+
+def test_the_scan_finds_calls_on_attributes_and_paginators(tmp_path: Path) -> None:
+    source = tmp_path / "sample.py"
+    source.write_text(
+        "def f(self, clients, emr_ops):\n"
+        "    self._emr.add_tags(ResourceId='j-1', Tags=[])\n"
+        "    clients.glue.get_paginator('get_partitions')\n"
+        "    emr_ops.find_flow_run_clusters(clients.emr, 'run')\n"  # not a client call
+        "    return clients.emr.meta.region_name\n"
+    )
+
+    assert [(c.service, c.method) for c in aws_calls_in([source])] == [
+        ("emr", "add_tags"),
+        ("glue", "get_partitions"),
+    ]
+
+
+def aws_calls_in(paths: list[Path]) -> Iterator[AwsCall]:
+    """Every method call on a client-named receiver, in source order."""
+    for path in paths:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+        for call in sorted(calls, key=lambda node: (node.lineno, node.col_offset)):
+            if not isinstance(call.func, ast.Attribute):
+                continue
+            service = CLIENT_SERVICES.get(receiver_name(call.func.value) or "")
+            if service is None:
+                continue
+            where = f"{path.relative_to(path.parents[1])}:{call.lineno}"  # ops/emr.py:317
+            yield AwsCall(service, paginated_method(call) or call.func.attr, where)
+
+
+def receiver_name(node: ast.expr) -> str | None:
+    """``emr`` for ``emr``, ``clients.emr`` and ``self._emr``."""
+    if isinstance(node, ast.Name):
+        return node.id.lstrip("_")
+    if isinstance(node, ast.Attribute):
+        return node.attr.lstrip("_")
+    return None
+
+
+def paginated_method(call: ast.Call) -> str | None:
+    """``list_steps`` for ``emr.get_paginator("list_steps")``, else None."""
+    if not isinstance(call.func, ast.Attribute) or call.func.attr != "get_paginator":
+        return None
+    [name] = call.args
+    assert isinstance(name, ast.Constant) and isinstance(name.value, str), ast.unparse(call)
+    return name.value
+
+
+def iam_action(call: AwsCall) -> str:
+    """``elasticmapreduce:RunJobFlow`` for ``emr.run_job_flow``."""
+    operations = client(call.service).meta.method_to_api_mapping
+    assert call.method in operations, f"{call.where}: {call.method} is no {call.service} API"
+    operation = operations[call.method]
+    if call.service == "s3":
+        assert operation in S3_ACTIONS, (
+            f"{call.where}: which IAM action authorizes S3 {operation}? Look it up in the "
+            "S3 API reference and add it to S3_ACTIONS"
+        )
+        operation = S3_ACTIONS[operation]
+    return f"{IAM_PREFIXES[call.service]}:{operation}"
+
+
+@cache
+def client(service: str) -> Any:
+    """A client only for its method table: it never sends a request."""
+    session = boto3.session.Session(
+        aws_access_key_id="unused", aws_secret_access_key="unused", region_name="us-east-1"
+    )
+    return session.client(service)  # type: ignore[call-overload]
+
+
+def policy_in_doc() -> dict[str, Any]:
+    """The JSON block of the policy section of docs/aws.md."""
+    text = POLICY_DOC.read_text()
+    assert POLICY_SECTION in text
+    section = text.split(POLICY_SECTION, 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```json\n(.*?)\n```", section, flags=re.DOTALL)
+    policy: dict[str, Any] = json.loads(block)
+    return policy
+
+
+def allowed_actions(policy: dict[str, Any]) -> set[str]:
+    effects = {statement["Effect"] for statement in policy["Statement"]}
+    if effects != {"Allow"}:
+        pytest.fail(f"only Allow statements are expected, found {effects}")
+    return {action for statement in policy["Statement"] for action in actions_of(statement)}
+
+
+def actions_of(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def statements_granting(statements: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [statement for statement in statements if action in actions_of(statement)]

@@ -1,0 +1,222 @@
+"""The EMR rehearsal: the songs_etl flow on moto, each step run for real by spark-submit.
+
+The zip the flow uploads, the step's spark-submit line, the job's writes, the summary
+read back from S3 and the Glue partitions meet here, on the Spark line EMR runs
+(``.venv-emr``, ``make emr-spark``). Everything is checked through independent clients.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from pyspark.sql import SparkSession
+
+from deployments.emr_rehearsal import (
+    LAKE_BUCKET,
+    LOG_BUCKET,
+    REGION,
+    EmrSpark,
+    StepRunner,
+    prepare_aws,
+    upload_day,
+)
+from flows.songs_etl import songs_etl
+from spark_etl.lake import day_log_parts
+from spark_etl.summary import RunSummary
+from spark_etl.tables import TABLES
+from tests.emr.test_emr_flow import artifact_rows
+from tests.test_job import (  # noqa: F401 (lake and full_output are fixtures)
+    DAYS,
+    assert_same_tables,
+    catalogue,
+    day_events,
+    full_output,
+    lake,
+    write_lake,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
+
+
+@pytest.fixture
+def step_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[StepRunner]:
+    """moto for AWS and a runner that executes every submitted step with spark-submit."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws(), StepRunner(tmp_path / "rehearsal", EmrSpark.installed()) as runner:
+        yield runner
+    assert runner.errors == []
+
+
+def s3() -> Any:
+    return boto3.client("s3", region_name=REGION)
+
+
+def download(bucket: str, prefix: str, folder: Path) -> Path:
+    """Copy an S3 prefix to a local folder (to read the tables with Spark)."""
+    for page in s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", []):
+            target = folder / entry["Key"].removeprefix(prefix).lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(s3().get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
+    return folder
+
+
+def step_log(cluster_id: str, step_id: str, name: str) -> str:
+    key = f"emr/{cluster_id}/steps/{step_id}/{name}.gz"
+    body = s3().get_object(Bucket=LOG_BUCKET, Key=key)["Body"].read()
+    return gzip.decompress(body).decode("utf-8")
+
+
+def steps_run() -> list[tuple[str, str, str]]:
+    """(cluster id, step id, step state) of every step, oldest cluster first."""
+    emr = boto3.client("emr", region_name=REGION)
+    clusters = sorted(
+        emr.list_clusters()["Clusters"], key=lambda c: c["Status"]["Timeline"]["CreationDateTime"]
+    )
+    return [
+        (cluster["Id"], step["Id"], step["Status"]["State"])
+        for cluster in clusters
+        for step in emr.list_steps(ClusterId=cluster["Id"])["Steps"]
+    ]
+
+
+def cluster_states() -> list[str]:
+    emr = boto3.client("emr", region_name=REGION)
+    return [cluster["Status"]["State"] for cluster in emr.list_clusters()["Clusters"]]
+
+
+def partition_folders(table_root: Path, depth: int) -> set[tuple[str, ...]]:
+    """The partition values of a table as folders: ``year=2018/month=11`` -> (2018, 11)."""
+    if depth == 0:
+        return set()
+    pattern = "/".join(["*=*"] * depth)
+    return {
+        tuple(part.split("=", 1)[1] for part in path.relative_to(table_root).parts)
+        for path in table_root.glob(pattern)
+        if path.is_dir()
+    }
+
+
+def glue_partitions(table: str) -> set[tuple[str, ...]]:
+    glue = boto3.client("glue", region_name=REGION)
+    pages = glue.get_paginator("get_partitions").paginate(
+        DatabaseName="sparkify_lake", TableName=table
+    )
+    return {tuple(p["Values"]) for page in pages for p in page["Partitions"]}
+
+
+def test_a_full_then_a_daily_run_through_emr_equal_the_job_run_locally(
+    step_runner: StepRunner,
+    spark: SparkSession,
+    lake: Path,  # noqa: F811
+    full_output: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    parameters = prepare_aws(lake, days_held_back=1)
+    full = songs_etl(**parameters, return_state=True)
+    assert full.is_completed(), full.message
+    last_day = DAYS[-1]
+    upload_day(lake, lake.joinpath("log_data", *day_log_parts(last_day)))
+    daily = songs_etl(**parameters, run_date=last_day, return_state=True)
+    assert daily.is_completed(), daily.message
+
+    star = download(LAKE_BUCKET, "star", tmp_path / "from-s3")
+    assert_same_tables(spark, star, full_output)  # full run + one day == one full run
+    written = RunSummary.from_json((star / "_runs" / "_last_succeeded.json").read_text())
+    assert (written.mode, written.run_date) == ("daily", last_day.isoformat())
+    assert daily.result().tables == written.tables
+    assert written.tables == {"songplays": 12, "users": 2, "songs": 2, "artists": 2, "time": 12}
+    report = artifact_rows(daily.state_details.flow_run_id, "songs-etl-run")
+    assert {row["name"]: row["rows"] for row in report if row["kind"] == "table"} == written.tables
+    for name, spec in TABLES.items():
+        expected = partition_folders(full_output / name, len(spec.partition_by))
+        assert glue_partitions(name) == expected, name
+    steps = steps_run()
+    assert [state for _, _, state in steps] == ["COMPLETED", "COMPLETED"]
+    assert set(cluster_states()) == {"TERMINATED"}
+    cluster_id, step_id, _ = steps[-1]
+    assert "spark_etl: succeeded (daily)" in step_log(cluster_id, step_id, "stdout")
+    assert "Running Spark version 4.0." in step_log(cluster_id, step_id, "stderr")
+
+
+def test_too_many_rejects_fail_the_real_job_and_the_flow_says_why(
+    step_runner: StepRunner, tmp_path: Path
+) -> None:
+    garbage = ["{broken", "[]", "not json at all"]
+    bad_lake = write_lake(
+        tmp_path / "lake", {DAYS[0]: [*day_events(DAYS[0]), *garbage]}, catalogue()
+    )
+    parameters = prepare_aws(bad_lake)
+
+    state = songs_etl(**parameters, max_reject_ratio=0.1, return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(Exception) as failure:
+        state.result()
+    reason = (
+        "3 of 11 input records rejected (27.27%), more than the allowed 10.00%; "
+        f"see s3://{LAKE_BUCKET}/star/_rejects/"
+    )
+    assert f"The job says: {reason}" in str(failure.value)  # from the job's own summary
+    [(cluster_id, step_id, step_state)] = steps_run()
+    assert (step_state, cluster_states()) == ("FAILED", ["TERMINATED"])
+    # spark-submit passes the Python driver's stderr on as its own stdout, as on EMR.
+    assert f"spark_etl: error: {reason}" in step_log(cluster_id, step_id, "stdout")
+    assert "Running Spark version 4.0." in step_log(cluster_id, step_id, "stderr")
+    summary = json.loads(
+        s3()
+        .get_object(Bucket=LAKE_BUCKET, Key=f"star/_runs/{_run_id(step_id, cluster_id)}.json")[
+            "Body"
+        ]
+        .read()
+    )
+    assert (summary["status"], summary["error"]) == ("failed", reason)
+
+
+def _run_id(step_id: str, cluster_id: str) -> str:
+    """The run id is in the step's name: ``songs_etl <run_id>``."""
+    emr = boto3.client("emr", region_name=REGION)
+    return str(emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]["Name"].split()[-1])
+
+
+def test_the_rehearsal_runs_spark_submit_with_the_steps_own_arguments(tmp_path: Path) -> None:
+    from deployments.emr_rehearsal import spark_submit_command
+
+    spark = EmrSpark(tmp_path / "bin" / "spark-submit", tmp_path / "bin" / "python")
+    step = ["spark-submit", "--deploy-mode", "cluster", "--py-files", "s3://c/p.zip", "s3://c/e.py"]
+    command = spark_submit_command(
+        [*step, "--songs", "s3://r/s"], spark, tmp_path / "m", ["c", "r"]
+    )
+    view = "org.apache.hadoop.fs.viewfs"
+    assert command == [
+        str(spark.spark_submit),
+        *("--master", "local[2]"),
+        *("--conf", "spark.ui.enabled=false"),
+        *("--conf", f"spark.hadoop.fs.s3.impl={view}.ViewFileSystemOverloadScheme"),
+        *(
+            "--conf",
+            "spark.hadoop.fs.viewfs.overload.scheme.target.s3.impl="
+            "org.apache.hadoop.fs.RawLocalFileSystem",
+        ),
+        *("--conf", "spark.hadoop.fs.s3.impl.disable.cache=true"),
+        *(
+            "--conf",
+            f"spark.hadoop.fs.viewfs.mounttable.c.linkFallback={(tmp_path / 'm' / 'c').as_uri()}",
+        ),
+        *(
+            "--conf",
+            f"spark.hadoop.fs.viewfs.mounttable.r.linkFallback={(tmp_path / 'm' / 'r').as_uri()}",
+        ),
+        *("--deploy-mode", "client", "--py-files", "s3://c/p.zip", "s3://c/e.py"),
+        *("--songs", "s3://r/s"),
+    ]
