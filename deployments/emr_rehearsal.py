@@ -370,7 +370,8 @@ def main() -> int:
             states = [full, daily]
             print(f"rehearsal: steps executed with spark-submit: {len(runner.executed)}")
         for label, state in zip(("full", "daily"), states, strict=True):
-            print(f"rehearsal: {label} run {state.type.value}: {state.message}")
+            detail = f": {state.message}" if state.is_failed() else ""
+            print(f"rehearsal: {label} run {state.type.value}{detail}")
         return 0 if all(state.is_completed() for state in states) else 1
 
 
