@@ -301,12 +301,9 @@ def prepare_aws(lake: Path, days_held_back: int = 0) -> dict[str, Any]:
         if path not in held_back and path.parent != lake:
             key = path.relative_to(lake).as_posix()
             s3.put_object(Bucket=RAW_BUCKET, Key=key, Body=path.read_bytes())
-    # moto accepts any key; the flow only ever sees the block's name.
-    AwsCredentials(
-        aws_access_key_id="AKIAREHEARSALREHEARS",
-        aws_secret_access_key="rehearsal-secret-not-a-real-key",
-        region_name=REGION,
-    ).save(CREDENTIALS_BLOCK, overwrite=True)
+    # Like a block for a profile or an instance role, it holds no key: boto3 takes moto's
+    # test keys from the environment (set by _isolate_environment, or by the tests).
+    AwsCredentials(region_name=REGION).save(CREDENTIALS_BLOCK, overwrite=True)
     EmrClusterConfig(log_uri=f"s3://{LOG_BUCKET}/emr").save(CLUSTER_BLOCK, overwrite=True)
     return {
         "runner": "emr",
