@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test lint setup check-java clean blocks deploy serve server worker query bench \
+.PHONY: demo test lint setup check-java clean blocks deploy alerts serve server worker query bench \
 	bench-large local-fs-jar emr-spark rehearse-emr fault-test
 
 demo: check-java ## Generate the sample lake (once) and run the songs_etl flow on local Spark
@@ -56,13 +56,21 @@ fault-test: check-java ## The EMR flow 60 times under seeded AWS faults (~5 min)
 check-java: setup ## Say what to install when no suitable Java is on PATH
 	@$(PY) -m tasks.ops.local_inputs
 
-blocks: setup ## Register the EmrClusterConfig block type with the Prefect API in use
+blocks: setup ## Register the EmrClusterConfig and EmrServerlessConfig block types with the Prefect API in use
 	PYTHONPATH=. $(VENV)/bin/prefect block register -m tasks.emr
+	PYTHONPATH=. $(VENV)/bin/prefect block register -m tasks.emr_serverless
 
-deploy: setup ## Create the process work pool if missing, then deploy everything in prefect.yaml
+# The notification block the alerts of songs-etl-daily send through (docs/operations.md).
+ALERTS_BLOCK ?= sparkify-alerts
+
+deploy: setup ## Create the process work pool if missing, deploy everything in prefect.yaml, then the alerts
 	$(VENV)/bin/prefect work-pool inspect sparkify-process >/dev/null 2>&1 || \
 		$(VENV)/bin/prefect work-pool create sparkify-process --type process
 	$(VENV)/bin/prefect --no-prompt deploy --all
+	$(PY) -m deployments.alerts --block $(ALERTS_BLOCK) --if-block-exists
+
+alerts: setup ## Create or update the alerts of songs-etl-daily (deployments/alerts.yaml) for ALERTS_BLOCK
+	$(PY) -m deployments.alerts --block $(ALERTS_BLOCK)
 
 worker: setup ## Start a process worker for the deployments (Ctrl-C twice to stop)
 	$(VENV)/bin/prefect worker start --pool sparkify-process
@@ -70,8 +78,10 @@ worker: setup ## Start a process worker for the deployments (Ctrl-C twice to sto
 serve: setup ## Serve every flow with its schedule from one process, no worker needed
 	$(PY) deployments/serve.py
 
+# The server links its alerts to runs at PREFECT_UI_URL: the address people open the UI at.
 server: setup ## A local Prefect server and UI on http://127.0.0.1:4200 (loopback only)
-	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+	PREFECT_UI_URL=$${PREFECT_UI_URL:-http://127.0.0.1:4200} \
+		$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
 query: setup ## DuckDB over the local lake: the five tables as views, example queries
 	$(PY) -m deployments.query --lake data/star-schema

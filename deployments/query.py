@@ -8,13 +8,24 @@ python -m deployments.query --lake data/star-schema --shell      # type SQL, one
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
 
-from spark_etl.tables import TABLES
+from spark_etl.tables import TABLES, Column, TableSpec
+
+# Spark's types as DuckDB reads them from the job's Parquet (Spark's timestamps are INT96,
+# which DuckDB reads as a TIMESTAMP without time zone).
+_DUCKDB_TYPES = {
+    "long": "BIGINT",
+    "integer": "INTEGER",
+    "double": "DOUBLE",
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+}
 
 EXAMPLES = {
     "Top 5 songs by plays": """
@@ -44,7 +55,11 @@ def connect(lake: Path) -> duckdb.DuckDBPyConnection:
 
 
 def create_views(connection: duckdb.DuckDBPyConnection, lake: Path, prefix: str = "") -> None:
-    """One view per table of ``lake``, named ``<prefix><table>``.
+    """One view per table of ``lake``, named ``<prefix><table>``, over its visible files.
+
+    A table with no visible file (Spark writes none for an empty partitioned table) is an
+    empty view with the table's columns. The files are listed now, once: connect again
+    to see what a later run published.
 
     Raises:
         FileNotFoundError: A table folder is missing (run ``make demo`` first).
@@ -53,11 +68,63 @@ def create_views(connection: duckdb.DuckDBPyConnection, lake: Path, prefix: str 
         folder = lake / name
         if not folder.is_dir():
             raise FileNotFoundError(f"no table {name} under {lake}: run `make demo` first")
-        pattern = "/*" * len(spec.partition_by) + "/*.parquet"
-        connection.execute(
-            f"CREATE VIEW {prefix}{name} AS SELECT {', '.join(spec.column_names)} "
-            f"FROM read_parquet('{folder}{pattern}', hive_partitioning = true)"
+        files = visible_parquet_files(folder)
+        table = _read_table(connection, spec, files) if files else _empty_table(connection, spec)
+        table.create_view(f"{prefix}{name}")
+
+
+def visible_parquet_files(folder: Path) -> list[str]:
+    """The ``.parquet`` files under ``folder`` that Athena, Hive and Spark would read, sorted.
+
+    Those engines skip every file and folder whose name starts with ``_`` or ``.``: that is
+    where writers keep their unfinished work (``_temporary/``, ``.spark-staging-*``) and
+    markers (``_SUCCESS``, ``.part-….crc``). Reading them would count rows twice or fail.
+    """
+    files: list[str] = []
+    for parent, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not _is_hidden(name)]  # never descend
+        files.extend(
+            os.path.join(parent, name)
+            for name in names
+            if not _is_hidden(name) and name.endswith(".parquet")
         )
+    return sorted(files)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(("_", "."))
+
+
+def _read_table(
+    connection: duckdb.DuckDBPyConnection, spec: TableSpec, files: list[str]
+) -> duckdb.DuckDBPyRelation:
+    """The table's columns read from ``files``; the list is a parameter, never SQL text."""
+    # Partition values come from folder names; their types come from the registry, not
+    # from what the values look like (an artist_id of digits stays a string).
+    hive_types = ", ".join(
+        f"'{column.name}': '{_duckdb_type(column)}'"
+        for column in spec.columns
+        if column.name in spec.partition_by
+    )
+    options = f", hive_types = {{{hive_types}}}" if hive_types else ""
+    return connection.sql(
+        f"SELECT {', '.join(spec.column_names)} "
+        f"FROM read_parquet($files, hive_partitioning = true{options})",
+        params={"files": files},
+    )
+
+
+def _empty_table(connection: duckdb.DuckDBPyConnection, spec: TableSpec) -> duckdb.DuckDBPyRelation:
+    """No rows, the table's columns and types."""
+    columns = ", ".join(
+        f"CAST(NULL AS {_duckdb_type(column)}) AS {column.name}" for column in spec.columns
+    )
+    return connection.sql(f"SELECT {columns} WHERE false")
+
+
+def _duckdb_type(column: Column) -> str:
+    """The DuckDB type in which DuckDB reads back what Spark wrote for ``column``."""
+    return _DUCKDB_TYPES[column.data_type.typeName()]
 
 
 def run_examples(connection: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[object, ...]]]:

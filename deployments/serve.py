@@ -25,13 +25,20 @@ def load_deployment_specs(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
 
 def to_runner_deployment(spec: dict[str, Any]) -> Any:
     """A deployment to serve, built from one prefect.yaml entry."""
+    from prefect.schedules import Cron
+
     flow = _load_flow(spec["entrypoint"])
-    crons = [schedule["cron"] for schedule in spec.get("schedules", [])]
+    # Each schedule as declared, its `active: false` included: a schedule left off in
+    # prefect.yaml (one of two daily runners) must stay off when served.
+    schedules = [
+        Cron(schedule["cron"], timezone=schedule.get("timezone"), active=schedule["active"])
+        for schedule in spec.get("schedules", [])
+    ]
     return flow.to_deployment(
         name=spec["name"],
         description=spec.get("description"),
         parameters=spec.get("parameters", {}),
-        cron=crons[0] if crons else None,
+        schedules=schedules or None,
         concurrency_limit=spec.get("concurrency_limit"),
     )
 

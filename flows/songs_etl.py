@@ -1,7 +1,8 @@
 """The ``songs_etl`` flow: build the sparkify star schema with the Spark job in ``spark_etl``.
 
 ``runner="local"`` (the default) runs the job on local Spark against a generated sample
-lake; ``runner="emr"`` runs the same job on a transient EMR cluster. Run it as a script:
+lake; ``runner="emr"`` runs the same job on a transient EMR cluster, and
+``runner="emr-serverless"`` as a job run of an EMR Serverless application. Run it as a script:
 ``python flows/songs_etl.py`` (no arguments: the local demo).
 """
 
@@ -32,6 +33,7 @@ from tasks.emr import (
     end_cluster_after_failure,
     end_clusters_after_failed_create,
     preflight_emr_run,
+    read_emr_run_cost,
     read_run_summary_from_s3,
     submit_spark_step,
     terminate_cluster_now,
@@ -41,8 +43,22 @@ from tasks.emr import (
     wait_for_emr_cluster,
     wait_for_spark_step,
 )
+from tasks.emr_serverless import (
+    DEFAULT_SERVERLESS_CONFIG_BLOCK,
+    StartedJobRun,
+    cancel_flow_run_job_runs,
+    cancel_job_run_after_failure,
+    cancel_job_run_now,
+    cancel_job_runs_after_failed_start,
+    ensure_emr_serverless_application,
+    estimate_emr_serverless_cost,
+    start_emr_serverless_job_run,
+    wait_for_emr_serverless_job_run,
+)
 from tasks.glue import register_tables_in_glue
 from tasks.local_spark import ensure_sample_lake, run_spark_job_locally, validate_local_inputs
+from tasks.ops.cost import RunCost
+from tasks.output_lock import DEFAULT_OUTPUT_WAIT_MINUTES, hold_output
 from tasks.reporting import publish_run_report
 from tasks.schedule import resolve_run_date
 
@@ -52,7 +68,7 @@ DEFAULT_SONGS_URI = f"{SAMPLE_LAKE}/song_data"
 DEFAULT_LOGS_URI = f"{SAMPLE_LAKE}/log_data"
 DEFAULT_OUTPUT_URI = "data/star-schema"
 
-Runner = Literal["local", "emr"]
+Runner = Literal["local", "emr", "emr-serverless"]
 
 
 def _terminate_emr_clusters_of_run(flow: Any, flow_run: Any, state: Any) -> None:
@@ -62,11 +78,18 @@ def _terminate_emr_clusters_of_run(flow: Any, flow_run: Any, state: Any) -> None
         terminate_flow_run_clusters(block, str(flow_run.id))
 
 
+def _cancel_emr_serverless_job_runs_of_run(flow: Any, flow_run: Any, state: Any) -> None:
+    """Backstop hook: a cancelled or crashed EMR Serverless run leaves no job run running."""
+    if flow_run.parameters.get("runner") == "emr-serverless":
+        block = flow_run.parameters.get("aws_credentials_block", DEFAULT_CREDENTIALS_BLOCK)
+        cancel_flow_run_job_runs(block, str(flow_run.id))
+
+
 @flow(
     name="songs_etl",
     log_prints=True,
-    on_cancellation=[_terminate_emr_clusters_of_run],
-    on_crashed=[_terminate_emr_clusters_of_run],
+    on_cancellation=[_terminate_emr_clusters_of_run, _cancel_emr_serverless_job_runs_of_run],
+    on_crashed=[_terminate_emr_clusters_of_run, _cancel_emr_serverless_job_runs_of_run],
 )
 def songs_etl(
     runner: Runner = "local",
@@ -78,15 +101,18 @@ def songs_etl(
     max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
     aws_credentials_block: str = DEFAULT_CREDENTIALS_BLOCK,
     cluster_config_block: str = DEFAULT_CLUSTER_CONFIG_BLOCK,
+    serverless_config_block: str = DEFAULT_SERVERLESS_CONFIG_BLOCK,
     code_bucket_uri: str | None = None,
     glue_database: str | None = "sparkify_lake",
     poll_seconds: float = 30.0,
     max_wait_minutes: float = 180.0,
+    output_lock_wait_minutes: float = DEFAULT_OUTPUT_WAIT_MINUTES,
 ) -> RunSummary:
     """Build the five tables: validate the inputs, run the Spark job, report what it did.
 
     Args:
-        runner: ``local`` runs Spark on this machine; ``emr`` on a transient EMR cluster.
+        runner: ``local`` runs Spark on this machine; ``emr`` on a transient EMR cluster;
+            ``emr-serverless`` as a job run of an EMR Serverless application.
         songs_uri: The song catalogue folder (``song_data``); local paths are relative to
             the project folder.
         logs_uri: The event log folder (``log_data``).
@@ -97,11 +123,15 @@ def songs_etl(
         max_reject_ratio: Share of rejected input records above which the run fails.
         aws_credentials_block: Name of the prefect-aws ``AwsCredentials`` block (EMR).
         cluster_config_block: Name of the ``EmrClusterConfig`` block (EMR).
+        serverless_config_block: Name of the ``EmrServerlessConfig`` block (EMR Serverless).
         code_bucket_uri: s3:// folder that receives the job code (EMR).
         glue_database: Glue database in which the tables are registered after a run on
             EMR, for Athena and Redshift Spectrum; None to skip.
-        poll_seconds: Delay between two looks at the cluster or the step (EMR).
-        max_wait_minutes: Longest wait for the cluster, then for the step (EMR).
+        poll_seconds: Delay between two looks at the cluster, the step or the job run.
+        max_wait_minutes: Longest wait for the cluster, then for the step (EMR); for the
+            application, then for the job run (EMR Serverless), which is then cancelled.
+        output_lock_wait_minutes: Longest wait for another run on the same output to
+            end; the run then fails, naming the output.
 
     Returns:
         The job's run summary (row counts, rejects, checks).
@@ -113,22 +143,34 @@ def songs_etl(
         run_date=resolve_run_date(run_date, process_previous_day),
         max_reject_ratio=max_reject_ratio,
     )
-    if runner == "local":
-        summary = _run_locally(job_args)
-        publish_run_report(summary)
+    # One writer per output: a second run on this output waits here (docs/operations.md).
+    with hold_output(output_uri, output_lock_wait_minutes, PROJECT_ROOT):
+        if runner == "local":
+            summary = _run_locally(job_args)
+            publish_run_report(summary)
+            return summary
+        if runner == "emr-serverless":
+            summary, cost = _run_on_emr_serverless(
+                job_args,
+                aws_credentials_block,
+                serverless_config_block,
+                code_bucket_uri,
+                poll_seconds,
+                max_wait_minutes * 60,
+            )
+        else:
+            summary, cost = _run_on_emr(
+                job_args,
+                aws_credentials_block,
+                cluster_config_block,
+                code_bucket_uri,
+                poll_seconds,
+                max_wait_minutes * 60,
+            )
+        publish_run_report(summary, cost)  # the data is written: say so before anything can fail
+        if glue_database:
+            register_tables_in_glue(aws_credentials_block, glue_database, output_uri)
         return summary
-    summary = _run_on_emr(
-        job_args,
-        aws_credentials_block,
-        cluster_config_block,
-        code_bucket_uri,
-        poll_seconds,
-        max_wait_minutes * 60,
-    )
-    publish_run_report(summary)  # the data is written: say so before anything else can fail
-    if glue_database:
-        register_tables_in_glue(aws_credentials_block, glue_database, output_uri)
-    return summary
 
 
 def _run_locally(job_args: JobArgs) -> RunSummary:
@@ -149,8 +191,11 @@ def _run_on_emr(
     code_bucket_uri: str | None,
     poll_seconds: float,
     max_wait_seconds: float,
-) -> RunSummary:
-    """The EMR path: preflight, upload, cluster, step; the cluster ends with the step."""
+) -> tuple[RunSummary, RunCost | None]:
+    """The EMR path: preflight, upload, cluster, step; the cluster ends with the step.
+
+    Returns the job's summary and what the cluster cost, read once it has ended.
+    """
     preflight_emr_run(aws_credentials_block, job_args, code_bucket_uri)
     job = upload_spark_job(aws_credentials_block, str(code_bucket_uri))
     flow_run_id = str(current_flow_run.id)
@@ -175,7 +220,58 @@ def _run_on_emr(
         terminate_cluster_now(aws_credentials_block, cluster.cluster_id)
         raise
     terminate_emr_cluster(aws_credentials_block, cluster.cluster_id)
-    return read_run_summary_from_s3(aws_credentials_block, job_args.output_uri, job_args.run_id)
+    summary = read_run_summary_from_s3(aws_credentials_block, job_args.output_uri, job_args.run_id)
+    cost = read_emr_run_cost(
+        aws_credentials_block, cluster_config_block, cluster.cluster_id, poll_seconds
+    )
+    return summary, cost
+
+
+def _run_on_emr_serverless(
+    job_args: JobArgs,
+    aws_credentials_block: str,
+    serverless_config_block: str,
+    code_bucket_uri: str | None,
+    poll_seconds: float,
+    max_wait_seconds: float,
+) -> tuple[RunSummary, RunCost | None]:
+    """The EMR Serverless path: preflight, upload, application, job run; a job run the flow
+    gives up on is cancelled.
+
+    Returns the job's summary and what the job run was billed for.
+    """
+    preflight_emr_run(aws_credentials_block, job_args, code_bucket_uri)
+    job = upload_spark_job(aws_credentials_block, str(code_bucket_uri))
+    flow_run_id = str(current_flow_run.id)
+    application_id = ensure_emr_serverless_application(
+        aws_credentials_block, serverless_config_block, flow_run_id, poll_seconds, max_wait_seconds
+    )
+    try:
+        job_run: StartedJobRun = start_emr_serverless_job_run(
+            aws_credentials_block,
+            serverless_config_block,
+            application_id,
+            job,
+            job_args,
+            flow_run_id,
+            current_flow_run.run_count,
+        )
+    except Exception:  # its lost last answer may hide a started job run
+        cancel_job_runs_after_failed_start(aws_credentials_block, flow_run_id)
+        raise
+    try:
+        wait_for_emr_serverless_job_run(
+            aws_credentials_block, job_run, job_args, poll_seconds, max_wait_seconds
+        )
+    except Exception as failure:
+        cancel_job_run_after_failure(aws_credentials_block, job_run, failure)
+        raise
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): cancel now; hooks are the backstop
+        cancel_job_run_now(aws_credentials_block, job_run)
+        raise
+    cost = estimate_emr_serverless_cost(aws_credentials_block, serverless_config_block, job_run)
+    summary = read_run_summary_from_s3(aws_credentials_block, job_args.output_uri, job_args.run_id)
+    return summary, cost
 
 
 def _local_path(uri: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -107,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> JobArgs:
     """Parse and validate the command line (exits 2 with a message on bad arguments)."""
-    namespace = build_parser().parse_args(argv)
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    overlap = overlap_problem(namespace.output, namespace.songs, namespace.logs)
+    if overlap:
+        parser.error(overlap)
     return JobArgs(
         songs_uri=namespace.songs,
         logs_uri=namespace.logs,
@@ -134,10 +139,36 @@ def argv_problem(argv: Sequence[str]) -> str | None:
 
     parser.error = refuse  # type: ignore[method-assign]
     try:
-        parser.parse_args(argv)
+        namespace = parser.parse_args(argv)
     except _ArgumentsRefused as refused:
         return str(refused)
+    return overlap_problem(namespace.output, namespace.songs, namespace.logs)
+
+
+def overlap_problem(output_uri: str, *input_uris: str) -> str | None:
+    """Why the output may not go where it would, or None.
+
+    A full run replaces everything in its table folders: an input inside the output
+    (or the output inside an input, where the job would read its own tables) would be
+    deleted or read back.
+    """
+    output = _comparable(output_uri)
+    for input_uri in input_uris:
+        source = _comparable(input_uri)
+        if output == source or output.startswith(source + "/") or source.startswith(output + "/"):
+            return (
+                f"output {output_uri} overlaps input {input_uri}: one lies inside the other; "
+                "write the tables to a folder of their own"
+            )
     return None
+
+
+def _comparable(uri: str) -> str:
+    """A location as a plain path or s3:// URI, for comparing where two locations lie."""
+    if uri.startswith("s3://"):
+        return uri.rstrip("/")
+    path = uri.removeprefix("file://").removeprefix("file:")
+    return os.path.normpath(os.path.abspath(path))
 
 
 def uri_problem(value: str) -> str | None:

@@ -17,3 +17,31 @@ class RejectThresholdExceededError(JobError):
 
 class PostLoadCheckError(JobError):
     """A table failed a post-load check (empty, duplicate or null key, dangling foreign key)."""
+
+
+class OutputLockedError(JobError):
+    """Another live run holds the output's lease."""
+
+
+class DamagedLakeError(JobError):
+    """The output is not what the last successful run left: a run refuses to build on it."""
+
+
+class EmptyInputError(JobError):
+    """An input file holds no record (a daily run's day file, say)."""
+
+
+def describe_error(error: BaseException) -> str:
+    """One line that says why a run failed, whatever failed.
+
+    A :class:`JobError` is its own message. Anything else (out of memory, a Py4J error,
+    an interrupt) is named by its type and the first line that says something: a Java
+    error's own message rather than Py4J's "An error occurred while calling".
+    """
+    if isinstance(error, JobError):
+        return str(error)
+    java = getattr(error, "java_exception", None)
+    text = str(java) if java is not None else str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = next((line for line in lines if not line.startswith("An error occurred")), "")
+    return f"unexpected {type(error).__name__}: {first or 'no message'}"[:1000]

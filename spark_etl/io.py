@@ -12,21 +12,17 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from spark_etl.errors import InputNotFoundError
 from spark_etl.lake import DAY_FILE_NAME, LOG_SOURCE, join_uri
+from spark_etl.publication import USER_STATE, Manifest
 from spark_etl.tables import TableSpec
 from spark_etl.transform import LINE, REJECT_REASON, SOURCE_FILE
 
 logger = logging.getLogger(__name__)
 
 REJECTS_FOLDER = "_rejects"
-STATE_FOLDER = "_state"
-STAGING_FOLDER = "_staging"
-USER_STATE = "users"
-# Target size of a parquet file: large enough for fast scans in Athena and Spark, small
-# enough that a partition is still written by several tasks in parallel.
-ROWS_PER_FILE = 2_000_000
 
 
 def require_input(spark: SparkSession, uri: str, label: str) -> None:
@@ -63,52 +59,21 @@ def read_table(spark: SparkSession, spec: TableSpec, output_uri: str) -> DataFra
     return spark.read.schema(spec.schema).parquet(uri).select(*spec.column_names)
 
 
-def write_table(
-    frame: DataFrame, spec: TableSpec, output_uri: str, rows: int | None = None
+def write_rejects(
+    rejects: DataFrame, output_uri: str, source: str, day: date | None, any_rejects: bool = True
 ) -> None:
-    """Replace the whole table with ``frame``.
-
-    Args:
-        frame: Rows in the table's columns.
-        spec: The table.
-        output_uri: Root of the tables.
-        rows: Expected row count when known, used to size the output files.
-    """
-    _writer(frame, spec, rows).mode("overwrite").parquet(join_uri(output_uri, spec.name))
-
-
-def overwrite_partitions(
-    frame: DataFrame, spec: TableSpec, output_uri: str, rows: int | None = None
-) -> None:
-    """Replace only the partitions present in ``frame``; every other partition stays."""
-    writer = (
-        _writer(frame, spec, rows).mode("overwrite").option("partitionOverwriteMode", "dynamic")
-    )
-    writer.parquet(join_uri(output_uri, spec.name))
-
-
-def _writer(frame: DataFrame, spec: TableSpec, rows: int | None) -> Any:
-    """A parquet writer that puts few, well-filled files in each partition folder."""
-    files_per_partition = max(1, -(-(rows or 0) // ROWS_PER_FILE))
-    if spec.partition_by:
-        # Rows of one partition go to the same few tasks: one file each, not one per task.
-        spread = F.pmod(F.xxhash64(*spec.key), F.lit(files_per_partition))
-        frame = frame.repartition(*[F.col(c) for c in spec.partition_by], spread)
-    else:
-        frame = frame.coalesce(files_per_partition)
-    return frame.write.partitionBy(*spec.partition_by).option("maxRecordsPerFile", ROWS_PER_FILE)
-
-
-def write_rejects(rejects: DataFrame, output_uri: str, source: str, day: date | None) -> None:
     """Write rejected lines as JSON under ``<output>/_rejects/<source>/``.
 
     Log rejects sit in one folder per log day (``day=YYYY-MM-DD``) whether a full or a
     daily run wrote them: a full run replaces every day, a daily run only its own, so
-    re-running a day never doubles its rejects.
+    re-running a day never doubles its rejects. A day without rejects only removes what
+    an earlier run of it left (no Spark job for nothing).
     """
     uri = join_uri(output_uri, REJECTS_FOLDER, source)
     rows = rejects.select(SOURCE_FILE, LINE, F.col(REJECT_REASON).alias("reason"))
-    if day is not None:
+    if day is not None and not any_rejects:
+        delete_path(rejects.sparkSession, join_uri(uri, f"day={day.isoformat()}"))
+    elif day is not None:
         rows.coalesce(1).write.mode("overwrite").json(join_uri(uri, f"day={day.isoformat()}"))
     elif source == LOG_SOURCE:
         log_day = F.regexp_extract(F.col(SOURCE_FILE), DAY_FILE_NAME.pattern, 1)
@@ -120,57 +85,35 @@ def write_rejects(rejects: DataFrame, output_uri: str, source: str, day: date | 
 
 def read_user_state(spark: SparkSession, output_uri: str, schema: Any) -> DataFrame:
     """The users' latest-event state kept beside the tables, or an empty frame."""
-    uri = join_uri(output_uri, STATE_FOLDER, USER_STATE)
+    uri = join_uri(output_uri, USER_STATE)
     if not path_exists(spark, uri):
         return spark.createDataFrame([], schema)
     return spark.read.schema(schema).parquet(uri)
 
 
-def write_user_state(state: DataFrame, output_uri: str) -> None:
-    """Replace the users' state (a daily run passes a staged copy, never the state itself)."""
-    state.coalesce(1).write.mode("overwrite").parquet(
-        join_uri(output_uri, STATE_FOLDER, USER_STATE)
-    )
+def read_other_sets_keys(
+    spark: SparkSession,
+    spec: TableSpec,
+    output_uri: str,
+    manifest: Manifest | None,
+    months: list[tuple[int, int]],
+    day: str,
+) -> DataFrame:
+    """The keys that file sets other than ``day``'s hold in the given months.
 
-
-def stage(frame: DataFrame, name: str, output_uri: str, run_id: str) -> DataFrame:
-    """Write ``frame`` to the run's staging folder and read it back.
-
-    A table cannot be overwritten while the same job still reads it; staging breaks
-    that loop for the merges of a daily run.
+    Only those months' files are read, and only their key columns.
     """
-    uri = join_uri(output_uri, STAGING_FOLDER, run_id, name)
-    frame.write.mode("overwrite").parquet(uri)
-    return frame.sparkSession.read.parquet(uri).select(*frame.columns)
-
-
-def drop_staging(spark: SparkSession, output_uri: str, run_id: str) -> None:
-    """Remove the run's staging folder."""
-    delete_path(spark, join_uri(output_uri, STAGING_FOLDER, run_id))
-
-
-def write_text(spark: SparkSession, uri: str, text: str) -> None:
-    """Write a small text file (the run summary) to any Hadoop-supported location."""
-    fs, path = _filesystem(spark, uri)
-    stream = fs.create(path, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()
-
-
-def read_text(spark: SparkSession, uri: str) -> str | None:
-    """A small text file's content, or None when it does not exist."""
-    fs, path = _filesystem(spark, uri)
-    if not fs.exists(path):
-        return None
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    stream = fs.open(path)
-    try:
-        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
-    finally:
-        stream.close()
+    entry = manifest.folders.get(spec.name) if manifest else None
+    prefixes = tuple(f"year={year}/month={month}/" for year, month in months)
+    files = [
+        join_uri(output_uri, spec.name, path)
+        for path, file_set in sorted(entry.files.items() if entry else [])
+        if file_set != day and path.startswith(prefixes)
+    ]
+    key_schema = T.StructType([f for f in spec.schema.fields if f.name in spec.key])
+    if not files:
+        return spark.createDataFrame([], key_schema)
+    return spark.read.schema(key_schema).parquet(*files).select(*spec.key)
 
 
 def path_exists(spark: SparkSession, uri: str) -> bool:

@@ -1,9 +1,17 @@
-"""One run of the job: read, reject, build, write, check, summarise.
+"""One run of the job: take the output, read, reject, build into staging, check, publish.
+
+Nothing a reader sees is written until the end (contract rule 9): every table is built
+in ``<output>/_staging/<run_id>/``, checked there, and then published by moving files
+(:mod:`spark_etl.publication`). One run writes an output at a time (:mod:`spark_etl.lease`).
 
 A full run rebuilds every table from all inputs. A daily run (``run_date``) reads one
-day's log file and merges it in (contract rule 7): songplays and time rewrite only the
-month partitions the day touches, users are merged through their latest-event state,
-songs and artists are rebuilt from the catalogue.
+day's log file and merges it in (rule 7), at the cost of a day:
+- songplays and time keep one file set per log day in each month folder; the run
+  replaces its day's set, leaving out events another day's set already holds;
+- users are merged through the users' latest-event state kept under ``_state/``;
+- songs and artists are left as they are when the catalogue's listing (paths, sizes,
+  modification times) is the one the last run saw; the matching then uses the
+  catalogue kept under ``_state/song_lookup`` instead of parsing every song file.
 """
 
 from __future__ import annotations
@@ -18,37 +26,99 @@ from datetime import UTC, datetime
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from spark_etl import io, transform
+from spark_etl import failpoints, io, transform
 from spark_etl.args import JobArgs
-from spark_etl.checks import check_tables
-from spark_etl.errors import JobError, PostLoadCheckError, RejectThresholdExceededError
+from spark_etl.catalogue import Catalogue, read_catalogue
+from spark_etl.checks import check_foreign_keys, check_table, check_tables, count_records
+from spark_etl.errors import (
+    DamagedLakeError,
+    EmptyInputError,
+    PostLoadCheckError,
+    RejectThresholdExceededError,
+    describe_error,
+)
 from spark_etl.lake import LOG_SOURCE, SONG_SOURCE, day_log_uri
-from spark_etl.schemas import EVENT_FIELD_TYPES, EVENT_REQUIRED, SONG_FIELD_TYPES, SONG_REQUIRED
+from spark_etl.lease import OutputLease
+from spark_etl.publication import (
+    FULL_RUN_REPAIR,
+    SONG_LOOKUP,
+    USER_STATE,
+    WHOLE_SET,
+    Manifest,
+    check_lake,
+    complete_interrupted_publication,
+    publish,
+    read_manifest,
+    remove_dead_staging,
+    staging_uri,
+)
+from spark_etl.schemas import EVENT_FIELD_TYPES, EVENT_REQUIRED
 from spark_etl.session import enforce_utc
-from spark_etl.summary import SUCCEEDED, RejectCount, RunSummary, last_success_uri, summary_uri
-from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TABLES, TIME, USERS
+from spark_etl.staging import StagedFolder, plan_publication, stage_by_day, stage_whole
+from spark_etl.storage import Storage
+from spark_etl.summary import (
+    FAILED,
+    SUCCEEDED,
+    CheckResult,
+    RunSummary,
+    last_success_uri,
+    summary_uri,
+)
+from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TIME, USERS
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class ParsedInputs:
-    """Both inputs parsed once; every table is built from these frames."""
-
-    songs: DataFrame
-    events: DataFrame
+# Everything a publication fills, as the lake check lists it.
+PUBLISHED_FOLDERS = (
+    SONGPLAYS.name,
+    TIME.name,
+    USERS.name,
+    SONGS.name,
+    ARTISTS.name,
+    USER_STATE,
+    SONG_LOOKUP,
+)
 
 
 def run_job(spark: SparkSession, args: JobArgs) -> RunSummary:
     """Run the job and write its summary to ``<output>/_runs/<run_id>.json``.
 
-    The summary is written on failure too, so a flow can always read what happened.
+    The summary is written on failure too, with the one-line reason, so a flow can
+    always read what happened.
 
     Raises:
-        JobError: Missing input, too many rejects or a failed post-load check.
+        JobError: The output is held or damaged, an input is missing or empty, too many
+            rejects, or a failed post-load check.
     """
     enforce_utc(spark)
-    summary = RunSummary(
+    summary = _new_summary(args)
+    storage = Storage(spark)
+    started = time.monotonic()
+    try:
+        lease = OutputLease(storage, args.output_uri, args.run_id)
+        lease.acquire()
+        try:
+            _run_stages(spark, storage, args, summary)
+        finally:
+            lease.release()
+    except BaseException as err:
+        summary.status, summary.error = FAILED, describe_error(err)
+        raise
+    finally:
+        summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+        summary.duration_seconds = round(time.monotonic() - started, 3)
+        summary.requests = storage.requests.as_dict()
+        # The job owns its session: a failed run must not leave cached inputs that a later
+        # run in the same session would read in place of the files as they are now.
+        spark.catalog.clearCache()
+        storage.write_text_atomically(
+            summary_uri(summary.output_uri, summary.run_id), summary.to_json()
+        )
+    return summary
+
+
+def _new_summary(args: JobArgs) -> RunSummary:
+    return RunSummary(
         run_id=args.run_id,
         mode="daily" if args.run_date else "full",
         run_date=args.run_date.isoformat() if args.run_date else None,
@@ -58,50 +128,64 @@ def run_job(spark: SparkSession, args: JobArgs) -> RunSummary:
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         max_reject_ratio=args.max_reject_ratio,
     )
-    started = time.monotonic()
-    summary.previous_tables = _previous_table_counts(spark, args.output_uri)
+
+
+def _run_stages(spark: SparkSession, storage: Storage, args: JobArgs, summary: RunSummary) -> None:
+    """Recover, check, build into staging, check, publish; staging never outlives the run."""
+    with _timed(summary, "recover and check the lake"):
+        manifest = _recover_and_check(storage, args)
+    summary.previous_tables = _previous_table_counts(storage, args.output_uri)
     try:
-        _run_stages(spark, args, summary)
+        with _timed(summary, "check inputs"):
+            logs_uri = _check_inputs(spark, args)
+        catalogue = read_catalogue(spark, storage, args, manifest if args.run_date else None)
+        _record_catalogue(catalogue, summary)
+        with _timed(summary, "parse and count"):
+            events = _parse_events(spark, logs_uri, args, summary)
+        _enforce_reject_threshold(summary, args)
+        staged = _stage_tables(spark, args, summary, catalogue, events, manifest)
+        publication = plan_publication(storage, args, manifest, staged.folders(), catalogue.state)
+        summary.tables = publication.manifest.table_rows()
         summary.status = SUCCEEDED
-    except JobError as err:
-        summary.error = str(err)
-        raise
+        publication.summary_json = summary.to_json()
+        failpoints.reach("staged")
+        with _timed(summary, "publish"):
+            publish(storage, args.output_uri, publication)
+        events.unpersist()
+        catalogue.unpersist()
     finally:
-        summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-        summary.duration_seconds = round(time.monotonic() - started, 3)
-        _write_summary(spark, summary)
-    return summary
+        storage.delete(staging_uri(args.output_uri, args.run_id))
 
 
-def _run_stages(spark: SparkSession, args: JobArgs, summary: RunSummary) -> None:
-    """The stages of a run, each timed into the summary."""
-    with _timed(summary, "check inputs"):
-        logs_uri = _check_inputs(spark, args)
-    with _timed(summary, "parse and count"):
-        inputs = _parse_inputs(spark, args.songs_uri, logs_uri)
-        _count_records(inputs, summary)
-    with _timed(summary, "write rejects"):
-        _write_rejects(inputs, args)
-    _enforce_reject_threshold(summary)
-    songs = transform.good_records(inputs.songs)
-    events = transform.good_records(inputs.events)
-    with _timed(summary, "songs and artists"):
-        catalogue_tables = _write_catalogue_tables(songs, args.output_uri)
-    with _timed(summary, "songplays and time"):
-        if args.run_date:
-            _merge_songplays_and_time(spark, events, songs, args)
-        else:
-            # Event lines bound the plays from above: enough to size the output files
-            # without a count that would run the whole songplays plan twice.
-            expected_plays = summary.input_records[LOG_SOURCE]
-            _write_songplays_and_time(spark, events, songs, args.output_uri, expected_plays)
-    with _timed(summary, "users"):
-        _write_users(spark, events, args)
-    inputs.events.unpersist()
-    with _timed(summary, "post-load checks"):
-        _check_output(spark, args.output_uri, summary, catalogue_tables)
-    for frame in (inputs.songs, *catalogue_tables.values()):
-        frame.unpersist()
+def _recover_and_check(storage: Storage, args: JobArgs) -> Manifest | None:
+    """Finish a publication a dead run left, clear dead staging, and (daily) check the lake.
+
+    A full run rebuilds every folder, so it only needs the lake to be recoverable; a
+    daily run builds on the lake and refuses one that is not as its last run left it.
+    """
+    completed = complete_interrupted_publication(storage, args.output_uri)
+    if completed:
+        logger.warning("completed the publication of run %s first", completed)
+    remove_dead_staging(storage, args.output_uri, args.run_id)
+    manifest = read_manifest(storage, args.output_uri) if args.run_date else None
+    if args.run_date:
+        check_lake(storage, args.output_uri, manifest, PUBLISHED_FOLDERS)
+        _check_state_matches_tables(manifest, args.output_uri)
+    return manifest
+
+
+def _check_state_matches_tables(manifest: Manifest | None, output_uri: str) -> None:
+    """The users' state and the users table must hold the same users."""
+    if manifest is None:
+        return
+    folders = manifest.folders
+    if USERS.name in folders and USER_STATE in folders:
+        users, state = folders[USERS.name].total_rows, folders[USER_STATE].total_rows
+        if users != state:
+            raise DamagedLakeError(
+                f"{output_uri}: the users' state holds {state} users but the users table "
+                f"{users}. {FULL_RUN_REPAIR}"
+            )
 
 
 def _check_inputs(spark: SparkSession, args: JobArgs) -> str:
@@ -115,141 +199,180 @@ def _check_inputs(spark: SparkSession, args: JobArgs) -> str:
     return day_file
 
 
-def _parse_inputs(spark: SparkSession, songs_uri: str, logs_uri: str) -> ParsedInputs:
-    """Parse each input once and keep it: the counts, rejects and every table reuse it."""
-    songs = transform.parse_records(
-        io.read_lines(spark, songs_uri), SONG_FIELD_TYPES, SONG_REQUIRED
-    )
-    events = transform.parse_records(
-        io.read_lines(spark, logs_uri), EVENT_FIELD_TYPES, EVENT_REQUIRED
-    )
-    # The events go to local disk as they are parsed: held in memory, a few GB of them
-    # ran a 1 GB driver out of heap while the cache was built. Read back, they come from
-    # the page cache, still far cheaper than parsing the JSON again for every table.
-    return ParsedInputs(
-        songs=songs.persist(StorageLevel.MEMORY_AND_DISK),
-        events=events.persist(StorageLevel.DISK_ONLY),
-    )
+def _record_catalogue(catalogue: Catalogue, summary: RunSummary) -> None:
+    summary.catalogue = catalogue.how
+    summary.input_records[SONG_SOURCE] = catalogue.records
+    summary.rejects += catalogue.rejects
 
 
-def _count_records(inputs: ParsedInputs, summary: RunSummary) -> None:
-    """Count records and rejects by reason (one pass over each cached input)."""
-    for source, parsed in ((SONG_SOURCE, inputs.songs), (LOG_SOURCE, inputs.events)):
-        by_reason = parsed.groupBy(transform.REJECT_REASON).count().collect()
-        summary.input_records[source] = sum(int(row["count"]) for row in by_reason)
-        summary.rejects += [
-            RejectCount(source, row[transform.REJECT_REASON], int(row["count"]))
-            for row in sorted(by_reason, key=lambda row: str(row[transform.REJECT_REASON]))
-            if row[transform.REJECT_REASON] is not None
-        ]
-        logger.info("%s: %d records", source, summary.input_records[source])
-    for reject in summary.rejects:
-        logger.warning("rejected %d %s records: %s", reject.count, reject.source, reject.reason)
+def _parse_events(
+    spark: SparkSession, logs_uri: str, args: JobArgs, summary: RunSummary
+) -> DataFrame:
+    """Parse the logs once, count them, keep their rejects; return them, kept.
 
-
-def _write_rejects(inputs: ParsedInputs, args: JobArgs) -> None:
-    """Keep every rejected line with its file and reason; nothing is dropped silently."""
-    io.write_rejects(transform.rejected_records(inputs.songs), args.output_uri, SONG_SOURCE, None)
-    io.write_rejects(
-        transform.rejected_records(inputs.events), args.output_uri, LOG_SOURCE, args.run_date
-    )
-
-
-def _enforce_reject_threshold(summary: RunSummary) -> None:
-    """Stop before any table is written when rejects exceed the allowed share."""
-    if summary.reject_ratio > summary.max_reject_ratio:
-        raise RejectThresholdExceededError(
-            f"{summary.reject_total} of {sum(summary.input_records.values())} input records "
-            f"rejected ({summary.reject_ratio:.2%}), more than the allowed "
-            f"{summary.max_reject_ratio:.2%}; see {summary.output_uri}/{io.REJECTS_FOLDER}/"
-        )
-
-
-def _write_catalogue_tables(songs: DataFrame, output_uri: str) -> dict[str, DataFrame]:
-    """Rebuild songs and artists from the catalogue; return them, kept, for the checks."""
-    built = {
-        SONGS.name: transform.build_songs(songs).persist(StorageLevel.MEMORY_AND_DISK),
-        ARTISTS.name: transform.build_artists(songs).persist(StorageLevel.MEMORY_AND_DISK),
-    }
-    io.write_table(built[SONGS.name], SONGS, output_uri)
-    io.write_table(built[ARTISTS.name], ARTISTS, output_uri)
-    return built
-
-
-def _write_songplays_and_time(
-    spark: SparkSession, events: DataFrame, songs: DataFrame, output_uri: str, rows: int
-) -> None:
-    """Full run: replace both tables; time is derived from the songplays as written."""
-    songplays = transform.build_songplays(events, transform.build_song_lookup(songs))
-    io.write_table(songplays, SONGPLAYS, output_uri, rows)
-    written = io.read_table(spark, SONGPLAYS, output_uri)
-    io.write_table(transform.build_time(written), TIME, output_uri, rows)
-
-
-def _merge_songplays_and_time(
-    spark: SparkSession, events: DataFrame, songs: DataFrame, args: JobArgs
-) -> None:
-    """Daily run: rewrite the months the day touches with their old and new rows together."""
-    day_plays = transform.build_songplays(events, transform.build_song_lookup(songs))
-    try:
-        day_plays = io.stage(day_plays, "day_songplays", args.output_uri, args.run_id)
-        months = [
-            (row["year"], row["month"])
-            for row in day_plays.select("year", "month").distinct().collect()
-        ]
-        if not months:
-            logger.info("no plays on %s: songplays and time unchanged", args.run_date)
-        for spec, new_rows in ((SONGPLAYS, day_plays), (TIME, transform.build_time(day_plays))):
-            if not months:
-                break
-            existing = io.read_table(spark, spec, args.output_uri)
-            merged = transform.merge_months(existing, new_rows, spec.key, months)
-            staged = io.stage(merged, spec.name, args.output_uri, args.run_id)
-            io.overwrite_partitions(staged, spec, args.output_uri, staged.count())
-    finally:
-        io.drop_staging(spark, args.output_uri, args.run_id)
-
-
-def _write_users(spark: SparkSession, events: DataFrame, args: JobArgs) -> None:
-    """Users from the latest-event state; a daily run merges the day into the saved state."""
-    state = transform.build_user_state(events)
-    try:
-        if args.run_date:
-            saved = io.read_user_state(spark, args.output_uri, state.schema)
-            merged = transform.merge_user_states(saved, state)
-            state = io.stage(merged, io.USER_STATE, args.output_uri, args.run_id)
-        io.write_user_state(state, args.output_uri)
-    finally:
-        io.drop_staging(spark, args.output_uri, args.run_id)
-    saved_state = io.read_user_state(spark, args.output_uri, state.schema)
-    io.write_table(transform.build_users(saved_state), USERS, args.output_uri)
-
-
-def _check_output(
-    spark: SparkSession,
-    output_uri: str,
-    summary: RunSummary,
-    catalogue_tables: dict[str, DataFrame],
-) -> None:
-    """Count and check every table (rule 8).
-
-    The event tables are read back as written: a daily run merged them with what was
-    there. songs and artists are rebuilt whole every run and checked as built: reading
-    back their thousands of (year, artist_id) folders would cost more than the whole
-    rest of a run.
+    The events go to local disk as they are parsed: held in memory, a few GB of them
+    ran a 1 GB driver out of heap while the cache was built.
     """
-    tables = {
-        name: catalogue_tables[name]
-        if name in catalogue_tables
-        else io.read_table(spark, spec, output_uri)
-        for name, spec in TABLES.items()
-    }
-    had_events = summary.input_records.get(LOG_SOURCE, 0) > sum(
-        reject.count for reject in summary.rejects if reject.source == LOG_SOURCE
+    lines = io.read_lines(spark, logs_uri)
+    parsed = transform.parse_records(lines, EVENT_FIELD_TYPES, EVENT_REQUIRED)
+    parsed = parsed.persist(StorageLevel.DISK_ONLY)
+    records, rejects = count_records(parsed, LOG_SOURCE)
+    summary.input_records[LOG_SOURCE] = records
+    summary.rejects += rejects
+    if args.run_date and records == 0:
+        raise EmptyInputError(f"the log file for {args.run_date} ({logs_uri}) holds no record")
+    io.write_rejects(transform.rejected_records(parsed), args.output_uri, LOG_SOURCE, args.run_date)
+    return parsed
+
+
+def _enforce_reject_threshold(summary: RunSummary, args: JobArgs) -> None:
+    """Stop before anything is built when rejects exceed the allowed share.
+
+    A daily run also holds its day alone to the share: a garbage day must not hide
+    behind a large catalogue.
+    """
+    shares = [("input records", summary.reject_total, sum(summary.input_records.values()))]
+    if args.run_date:
+        day_rejects = sum(r.count for r in summary.rejects if r.source == LOG_SOURCE)
+        shares.append(
+            (f"log lines of {args.run_date}", day_rejects, summary.input_records[LOG_SOURCE])
+        )
+    for what, rejected, total in shares:
+        if total and rejected / total > summary.max_reject_ratio:
+            raise RejectThresholdExceededError(
+                f"{rejected} of {total} {what} rejected ({rejected / total:.2%}), more than "
+                f"the allowed {summary.max_reject_ratio:.2%}; see "
+                f"{summary.output_uri}/{io.REJECTS_FOLDER}/"
+            )
+
+
+@dataclass
+class StagedRun:
+    """What a run staged, and (daily) the keys the other days' sets hold in its months."""
+
+    plays: StagedFolder
+    times: StagedFolder
+    state: StagedFolder
+    users: StagedFolder
+    catalogue: list[StagedFolder]
+    other_keys: dict[str, DataFrame] | None = None  # None: a full run
+
+    def folders(self) -> list[StagedFolder]:
+        return [*self.catalogue, self.plays, self.times, self.state, self.users]
+
+
+def _stage_tables(
+    spark: SparkSession,
+    args: JobArgs,
+    summary: RunSummary,
+    catalogue: Catalogue,
+    parsed_events: DataFrame,
+    manifest: Manifest | None,
+) -> StagedRun:
+    """Build every table the run changes into staging, and check it there."""
+    events = transform.good_records(parsed_events)
+    with _timed(summary, "songs and artists"):
+        staged_catalogue = catalogue.stage(spark, args)
+    with _timed(summary, "songplays and time"):
+        if args.run_date:
+            plays, times, other = _stage_day(spark, args, events, catalogue, manifest)
+        else:
+            plays, times = _stage_all_days(spark, args, events, catalogue, summary)
+            other = None
+    with _timed(summary, "users"):
+        state, users = _stage_users(spark, args, events, manifest)
+    staged = StagedRun(plays, times, state, users, staged_catalogue, other)
+    with _timed(summary, "post-load checks"):
+        _check_staged(summary, catalogue, staged, manifest)
+    return staged
+
+
+def _stage_all_days(
+    spark: SparkSession,
+    args: JobArgs,
+    events: DataFrame,
+    catalogue: Catalogue,
+    summary: RunSummary,
+) -> tuple[StagedFolder, StagedFolder]:
+    """Full run: every day's plays and times, each in its log day's file set."""
+    with_day = events.withColumn(
+        transform.LOG_DAY, transform.log_day_of(events[transform.SOURCE_FILE])
     )
-    summary.tables, summary.checks = check_tables(tables, had_events)
-    for table, rows in summary.tables.items():
-        logger.info("%s: %d rows", table, rows)
+    plays = transform.build_songplays(with_day, catalogue.song_lookup(), keep=(transform.LOG_DAY,))
+    # Event lines bound the plays from above: enough to size the files without a count.
+    expected = summary.input_records[LOG_SOURCE]
+    staged_plays = stage_by_day(spark, plays, SONGPLAYS, args, expected)
+    times = transform.build_time_sets(staged_plays.frame)
+    return staged_plays, stage_by_day(spark, times, TIME, args, expected)
+
+
+def _stage_day(
+    spark: SparkSession,
+    args: JobArgs,
+    events: DataFrame,
+    catalogue: Catalogue,
+    manifest: Manifest | None,
+) -> tuple[StagedFolder, StagedFolder, dict[str, DataFrame]]:
+    """Daily run: the day's file set of songplays and time, without events other days hold.
+
+    Returns:
+        The staged plays and times, and the keys the other days' sets hold in the months
+        the day touches (for the checks).
+    """
+    day = args.run_date.isoformat() if args.run_date else ""
+    with_day = events.withColumn(transform.LOG_DAY, transform.F.lit(day))
+    plays = transform.build_songplays(with_day, catalogue.song_lookup(), keep=(transform.LOG_DAY,))
+    months = sorted(
+        (r["year"], r["month"]) for r in plays.select("year", "month").distinct().collect()
+    )
+    other = {
+        spec.name: io.read_other_sets_keys(spark, spec, args.output_uri, manifest, months, day)
+        for spec in (SONGPLAYS, TIME)
+    }
+    new_plays = transform.without_keys(plays, other[SONGPLAYS.name], SONGPLAYS.key)
+    staged_plays = stage_by_day(spark, new_plays, SONGPLAYS, args, None)
+    times = transform.build_time(staged_plays.frame, keep=(transform.LOG_DAY,))
+    new_times = transform.without_keys(times, other[TIME.name], TIME.key)
+    return staged_plays, stage_by_day(spark, new_times, TIME, args, None), other
+
+
+def _stage_users(
+    spark: SparkSession, args: JobArgs, events: DataFrame, manifest: Manifest | None
+) -> tuple[StagedFolder, StagedFolder]:
+    """The users' state (a daily run merges the day into the published one) and users."""
+    state = transform.build_user_state(events)
+    if args.run_date and manifest is not None and USER_STATE in manifest.folders:
+        published = io.read_user_state(spark, args.output_uri, state.schema)
+        state = transform.merge_user_states(published, state)
+    staged_state = stage_whole(spark, state, USER_STATE, args, files=1)
+    users = transform.build_users(staged_state.frame)  # one row per state row
+    rows = staged_state.rows[WHOLE_SET]
+    return staged_state, stage_whole(spark, users, USERS.name, args, files=1, rows=rows)
+
+
+def _check_staged(
+    summary: RunSummary, catalogue: Catalogue, staged: StagedRun, manifest: Manifest | None
+) -> None:
+    """Rule 8 on what the run changed (a full run: everything).
+
+    Raises:
+        PostLoadCheckError: A check failed; the summary holds every result.
+    """
+    had_events = summary.input_records[LOG_SOURCE] > sum(
+        r.count for r in summary.rejects if r.source == LOG_SOURCE
+    )
+    play_rows = staged.plays.frame.drop(transform.LOG_DAY)
+    time_rows = staged.times.frame.drop(transform.LOG_DAY)
+    if staged.other_keys is None:
+        tables = {
+            SONGPLAYS.name: play_rows,
+            TIME.name: time_rows,
+            USERS.name: staged.users.frame,
+            **catalogue.tables(),
+        }
+        summary.tables, summary.checks = check_tables(tables, had_events)
+    else:
+        summary.checks = _daily_checks(catalogue, staged, had_events, manifest)
     failed = [check for check in summary.checks if not check.passed]
     if failed:
         raise PostLoadCheckError(
@@ -258,17 +381,63 @@ def _check_output(
         )
 
 
-def _previous_table_counts(spark: SparkSession, output_uri: str) -> dict[str, int]:
-    """Row counts of the latest successful run on this output, for "change since"."""
-    text = io.read_text(spark, last_success_uri(output_uri))
-    return RunSummary.from_json(text).tables if text else {}
+def _daily_checks(
+    catalogue: Catalogue, staged: StagedRun, had_events: bool, manifest: Manifest | None
+) -> list[CheckResult]:
+    """A daily run checks its day's rows with every row they could clash with.
+
+    Keys: the day's rows together with the other sets' keys in the touched months.
+    Foreign keys: the day's plays against the catalogue the run matched with, the
+    users it publishes and every time key of the touched months. songs and artists
+    only when the run rebuilt them.
+    """
+    other = staged.other_keys or {}
+    results = []
+    for spec, folder in ((SONGPLAYS, staged.plays), (TIME, staged.times)):
+        keys = folder.frame.select(*spec.key).unionByName(other[spec.name])
+        total = _rows_after(manifest, folder)
+        results += check_table(spec.name, keys, had_events, total)[1]
+    results += check_table(USERS.name, staged.users.frame, had_events)[1]
+    for name, frame in catalogue.tables().items():
+        results += check_table(name, frame, had_events)[1]
+    dimensions = catalogue.dimension_keys()
+    times = staged.times.frame.select("start_time").unionByName(other[TIME.name])
+    plays = staged.plays.frame.drop(transform.LOG_DAY)
+    results += check_foreign_keys(
+        plays,
+        [
+            ("song_id", SONGS.name, dimensions[SONGS.name], "song_id"),
+            ("artist_id", ARTISTS.name, dimensions[ARTISTS.name], "artist_id"),
+            ("user_id", USERS.name, staged.users.frame, "user_id"),
+            ("start_time", TIME.name, times, "start_time"),
+        ],
+    )
+    return results
 
 
-def _write_summary(spark: SparkSession, summary: RunSummary) -> None:
-    """Write the summary beside the tables (and, on success, as the latest success)."""
-    io.write_text(spark, summary_uri(summary.output_uri, summary.run_id), summary.to_json())
-    if summary.status == SUCCEEDED:
-        io.write_text(spark, last_success_uri(summary.output_uri), summary.to_json())
+def _rows_after(manifest: Manifest | None, staged: StagedFolder) -> int:
+    """A table's rows once the staged day replaces its old set."""
+    entry = manifest.folders.get(staged.folder) if manifest else None
+    kept = {s: n for s, n in (entry.rows if entry else {}).items()}
+    for replaced in staged.replaces_sets or ():
+        kept.pop(replaced, None)
+    return sum(kept.values()) + sum(staged.rows.values())
+
+
+def _previous_table_counts(storage: Storage, output_uri: str) -> dict[str, int]:
+    """Row counts of the latest successful run on this output, for "change since".
+
+    An unreadable copy (cut short by a crash of an older version) counts as no previous
+    run: it only feeds the report.
+    """
+    text = storage.read_text(last_success_uri(output_uri))
+    if not text:
+        return {}
+    try:
+        return RunSummary.from_json(text).tables
+    except ValueError as err:
+        logger.warning("ignoring the unreadable %s: %s", last_success_uri(output_uri), err)
+        return {}
 
 
 @contextmanager

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from spark_etl.args import parse_args
-from spark_etl.errors import JobError
+from spark_etl.errors import JobError, describe_error
+from spark_etl.lease import refuse_if_held_locally
 from spark_etl.summary import RunSummary, summary_uri
 
 logger = logging.getLogger("spark_etl")
@@ -30,18 +31,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("py4j").setLevel(logging.WARNING)  # its connection chatter is noise
     args = parse_args(argv)
-    # Imported here so that argument errors never pay for starting the JVM.
-    from spark_etl.job import run_job
-    from spark_etl.session import create_session
-
     try:
+        # A second run on a local output stops here, before paying for a JVM.
+        refuse_if_held_locally(args.output_uri, args.run_id)
+        # Imported here so that argument errors never pay for starting the JVM.
+        from spark_etl.job import run_job
+        from spark_etl.session import create_session
+
         spark = create_session()
         try:
             summary = run_job(spark, args)
         finally:
             spark.stop()
-    except JobError as err:
-        print(f"spark_etl: error: {err}", file=sys.stderr, flush=True)
+    except Exception as err:  # every failure ends with its reason, on one line
+        print(f"spark_etl: error: {describe_error(err)}", file=sys.stderr, flush=True)
+        if not isinstance(err, JobError):
+            logger.error("unexpected failure", exc_info=err)
         return 1
     print(one_line_report(summary), flush=True)
     return 0

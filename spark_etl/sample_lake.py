@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -20,7 +21,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,10 @@ def generate_sample_lake(
     song_counts = _write_songs(root / SONG_SOURCE, songs, config)
     days = [config.start_date + timedelta(days=offset) for offset in range(config.days)]
     tasks = [(root, config, songs, day, index) for index, day in enumerate(days)]
-    with Pool(processes=max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))) as pool:
+    processes = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    # Spawned, not forked: a fork copies every lock of a threaded caller (a Prefect run, a
+    # Spark session) in whatever state it is, and a child can wait on one for ever.
+    with multiprocessing.get_context("spawn").Pool(processes=processes) as pool:
         results = pool.starmap(_write_day, tasks)
     manifest = _manifest(config, song_counts, results)
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))

@@ -16,6 +16,8 @@ JOB_SETTINGS = {
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
+    # The UI's kill links stop jobs for anyone who can reach the page; nobody needs them.
+    "spark.ui.killEnabled": "false",
     # A song file is ~250 bytes. At the 4 MB default, Spark plans each one as if it were
     # 4 MB of reading and spreads 20k songs over 600+ tasks; 256 KB packs a few hundred
     # per task, which still spreads them over every core of a large cluster.
@@ -33,13 +35,24 @@ LOCAL_JVM_SETTINGS = {
 }
 
 
+# A local JVM the job starts serves its UI (paths, SQL, configuration) and its driver on
+# loopback only, never on the machine's network. Spark's UI binds to the address in the
+# JVM's SPARK_LOCAL_IP, and to every interface (0.0.0.0) without it: no setting moves it.
+LOOPBACK = "127.0.0.1"
+LOOPBACK_SETTINGS = {"spark.driver.host": LOOPBACK, "spark.driver.bindAddress": LOOPBACK}
+
+
 def create_session(app_name: str = "sparkify-lake") -> SparkSession:
     """Start (or join) the session with :data:`JOB_SETTINGS` applied.
 
     The master is not set here: spark-submit (EMR: YARN) or pyspark (local[*]) decides.
+    A local JVM the job starts itself listens on 127.0.0.1 only (:func:`loopback_settings`).
     """
+    loopback = loopback_settings()
+    if loopback:
+        os.environ["SPARK_LOCAL_IP"] = LOOPBACK  # read by the JVM that getOrCreate starts
     builder = SparkSession.builder.appName(app_name)
-    for key, value in {**JOB_SETTINGS, **local_jvm_settings()}.items():
+    for key, value in {**JOB_SETTINGS, **local_jvm_settings(), **loopback}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
@@ -50,12 +63,41 @@ def create_session(app_name: str = "sparkify-lake") -> SparkSession:
 def local_jvm_settings() -> dict[str, str]:
     """:data:`LOCAL_JVM_SETTINGS` when this process will start the JVM itself, else none.
 
-    Under spark-submit (EMR, or a local spark-submit) the JVM is already running and
-    passes its gateway port down; the job then changes nothing about file systems.
+    Under spark-submit (EMR, or a local spark-submit) the job changes nothing about file
+    systems.
     """
-    if os.environ.get("PYSPARK_GATEWAY_PORT") or not LOCAL_FS_JAR.is_file():
+    if not starts_own_jvm() or not LOCAL_FS_JAR.is_file():
         return {}
     return dict(LOCAL_JVM_SETTINGS)
+
+
+def loopback_settings() -> dict[str, str]:
+    """:data:`LOOPBACK_SETTINGS` when this process will start a local-master JVM, else none.
+
+    Left alone: a JVM spark-submit started (EMR keeps its UI inside the cluster's network),
+    a master on other machines (its executors must reach the driver), and a
+    ``SPARK_LOCAL_IP`` the user set (their choice of address).
+    """
+    if not starts_own_jvm() or "SPARK_LOCAL_IP" in os.environ or not _master_is_local():
+        return {}
+    return dict(LOOPBACK_SETTINGS)
+
+
+def starts_own_jvm() -> bool:
+    """Whether this process will start the JVM (``python -m spark_etl``).
+
+    Under spark-submit (EMR, or a local spark-submit) the JVM is already running and
+    passes its gateway port down.
+    """
+    return not os.environ.get("PYSPARK_GATEWAY_PORT")
+
+
+def _master_is_local() -> bool:
+    """Whether the master pyspark will ask spark-submit for is local (its default)."""
+    words = os.environ.get("PYSPARK_SUBMIT_ARGS", "").replace("=", " ").split()
+    if "--master" in words[:-1]:
+        return words[words.index("--master") + 1].startswith("local")
+    return os.environ.get("MASTER", "local").startswith("local")
 
 
 def enforce_utc(spark: SparkSession) -> None:

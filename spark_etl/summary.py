@@ -58,6 +58,8 @@ class RunSummary:
     checks: list[CheckResult] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    catalogue: str | None = None  # "rebuilt", or "unchanged" (songs and artists kept)
+    requests: dict[str, int] = field(default_factory=dict)  # S3 requests, files written
 
     @property
     def reject_total(self) -> int:

@@ -10,10 +10,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_etl.lake import DAY_FILE_NAME
 from spark_etl.schemas import CORRUPT_RECORD, raw_schema
 from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TIME, USERS, TableSpec
 
 REJECT_REASON = "reject_reason"
+LOG_DAY = "log_day"  # the day of the log file an event came from: its file set
 SOURCE_FILE = "source_file"
 LINE = "line"
 # A play matches a song when |duration - length| <= 0.01 s; the epsilon keeps values such
@@ -65,10 +67,16 @@ def parse_records(
 
 def _reject_reason(raw: Column, line: Column, required: tuple[str, ...]) -> Column:
     """Why a parsed line is a reject, or null: the first rule it breaks."""
+    # Spark keeps a line's bytes as read: bytes that are not UTF-8 would reach the JSON
+    # parser and come out garbled ("Caf\ufffd" never matches "Café"). Reject them instead.
+    not_utf8 = ~F.expr(f"is_valid_utf8({LINE})")
     is_json_value = F.from_json(F.concat(F.lit('{"v":'), line, F.lit("}")), _WRAPPED_SCHEMA)[
         CORRUPT_RECORD
     ].isNull()
-    reason = F.when(raw[CORRUPT_RECORD].isNotNull() & is_json_value, F.lit("not a JSON object"))
+    reason = F.when(not_utf8, F.lit("not valid UTF-8"))
+    reason = reason.when(
+        raw[CORRUPT_RECORD].isNotNull() & is_json_value, F.lit("not a JSON object")
+    )
     reason = reason.when(raw[CORRUPT_RECORD].isNotNull(), F.lit("invalid JSON"))
     for name in required:
         value = raw[name]
@@ -139,7 +147,9 @@ def build_song_lookup(songs: DataFrame) -> DataFrame:
     )
 
 
-def build_songplays(events: DataFrame, song_lookup: DataFrame) -> DataFrame:
+def build_songplays(
+    events: DataFrame, song_lookup: DataFrame, keep: tuple[str, ...] = ()
+) -> DataFrame:
     """``songplays``: every NextSong event once, matched to the catalogue (rule 2).
 
     ``year`` and ``month`` come from the session's time zone: build it after
@@ -148,6 +158,8 @@ def build_songplays(events: DataFrame, song_lookup: DataFrame) -> DataFrame:
     Args:
         events: Good event records (typed columns of the event schema).
         song_lookup: The output of :func:`build_song_lookup`.
+        keep: Bookkeeping columns of ``events`` to carry after the table's columns
+            (:data:`LOG_DAY`); of duplicate events, any copy's values are kept.
     """
     plays = events.filter(F.col("page") == "NextSong").dropDuplicates(
         ["userId", "sessionId", "itemInSession", "ts"]
@@ -178,8 +190,10 @@ def build_songplays(events: DataFrame, song_lookup: DataFrame) -> DataFrame:
             F.col("userAgent").alias("user_agent"),
             F.year(start_time).alias("year"),
             F.month(start_time).alias("month"),
+            *keep,
         ),
         SONGPLAYS,
+        keep,
     )
 
 
@@ -190,7 +204,7 @@ def songplay_id(user_id: Column, session_id: Column, item_in_session: Column, ts
     )
 
 
-def build_time(songplays: DataFrame) -> DataFrame:
+def build_time(songplays: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
     """``time``: one row per distinct start_time among the songplays (rules 1, 5).
 
     Hour, day, week and the rest come from the session's time zone, fixed when the frame
@@ -198,7 +212,7 @@ def build_time(songplays: DataFrame) -> DataFrame:
     """
     start = F.col("start_time")
     return _conform(
-        songplays.select("start_time")
+        songplays.select("start_time", *keep)
         .distinct()
         .select(
             start,
@@ -209,9 +223,27 @@ def build_time(songplays: DataFrame) -> DataFrame:
             F.year(start).alias("year"),
             # dayofweek is 1 = Sunday … 7 = Saturday; ISO wants 1 = Monday … 7 = Sunday.
             ((F.dayofweek(start) + 5) % 7 + 1).alias("weekday"),
+            *keep,
         ),
         TIME,
+        keep,
     )
+
+
+def build_time_sets(songplays: DataFrame) -> DataFrame:
+    """``time`` with each start_time in one file set: the earliest log day that plays it.
+
+    A start_time played on two log days must still be one row (its key); it goes with
+    the earliest day, so a full run and any order of daily runs agree on the rows.
+    """
+    earliest = songplays.groupBy("start_time").agg(F.min(LOG_DAY).alias(LOG_DAY))
+    return build_time(earliest, keep=(LOG_DAY,))
+
+
+def log_day_of(source_file: Column) -> Column:
+    """The ``YYYY-MM-DD`` of a day's log file name, ``other`` for any other file name."""
+    day = F.regexp_extract(source_file, DAY_FILE_NAME.pattern, 1)
+    return F.when(day != "", day).otherwise(F.lit("other"))
 
 
 def build_user_state(events: DataFrame) -> DataFrame:
@@ -241,15 +273,9 @@ def merge_user_states(*states: DataFrame) -> DataFrame:
     return combined.groupBy("user_id").agg(latest).select("user_id", "latest.*")
 
 
-def merge_months(
-    existing: DataFrame, new_rows: DataFrame, key: tuple[str, ...], months: list[tuple[int, int]]
-) -> DataFrame:
-    """The touched months' existing rows plus the new ones; a new row replaces its old copy."""
-    in_months = F.lit(False)
-    for year, month in months:
-        in_months = in_months | ((F.col("year") == year) & (F.col("month") == month))
-    kept = existing.filter(in_months).join(new_rows.select(*key), list(key), "left_anti")
-    return kept.unionByName(new_rows)
+def without_keys(new_rows: DataFrame, other_keys: DataFrame, key: tuple[str, ...]) -> DataFrame:
+    """The new rows whose key no other file set holds (a duplicate event counts once)."""
+    return new_rows.join(other_keys.select(*key), list(key), "left_anti")
 
 
 def build_users(user_state: DataFrame) -> DataFrame:
@@ -257,12 +283,15 @@ def build_users(user_state: DataFrame) -> DataFrame:
     return _conform(user_state, USERS)
 
 
-def _conform(frame: DataFrame, spec: TableSpec) -> DataFrame:
-    """Select the table's columns in order and type, with empty strings as null (rule 4)."""
+def _conform(frame: DataFrame, spec: TableSpec, keep: tuple[str, ...] = ()) -> DataFrame:
+    """Select the table's columns in order and type, with empty strings as null (rule 4).
+
+    ``keep`` names bookkeeping columns carried after the table's own.
+    """
     columns = []
     for column in spec.columns:
         value = F.col(column.name)
         if isinstance(column.data_type, T.StringType):
             value = F.when(value != "", value)
         columns.append(value.cast(column.data_type).alias(column.name))
-    return frame.select(*columns)
+    return frame.select(*columns, *keep)

@@ -13,6 +13,7 @@ from tasks.ops.retry import is_transient
 
 if TYPE_CHECKING:
     from mypy_boto3_emr import EMRClient
+    from mypy_boto3_emr_serverless import EMRServerlessClient
     from mypy_boto3_glue import GlueClient
     from mypy_boto3_s3 import S3Client
 
@@ -22,9 +23,10 @@ DEFAULT_CREDENTIALS_BLOCK = "sparkify-aws"
 # botocore retries throttling and 5xx itself, pacing calls to what the account allows.
 BOTO_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8})
 # For calls that create something and carry no idempotency token (RunJobFlow,
-# AddJobFlowSteps): botocore re-sends a request whose response was lost, which would
-# create a second cluster or step. Such a call is tried once; the task retries it, after
-# looking for what the lost attempt made.
+# AddJobFlowSteps), or one not to be relied on alone (EMR Serverless's CreateApplication
+# and StartJobRun): botocore re-sends a request whose response was lost, which would
+# create a second cluster, step or job run. Such a call is tried once; the task retries
+# it, after looking for what the lost attempt made.
 SINGLE_ATTEMPT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
 # Retry knobs shared by every AWS task: a few tries, backing off, with jitter.
 AWS_TASK_RETRIES: dict[str, Any] = {
@@ -53,6 +55,16 @@ class AwsClients:
     def emr_single_attempt(self) -> EMRClient:
         """EMR client that never re-sends a request: for the calls that create things."""
         return cast("EMRClient", self.client("emr", SINGLE_ATTEMPT_CONFIG))
+
+    @cached_property
+    def emr_serverless(self) -> EMRServerlessClient:
+        """EMR Serverless client."""
+        return cast("EMRServerlessClient", self.client("emr-serverless"))
+
+    @cached_property
+    def emr_serverless_single_attempt(self) -> EMRServerlessClient:
+        """EMR Serverless client that never re-sends: for CreateApplication and StartJobRun."""
+        return cast("EMRServerlessClient", self.client("emr-serverless", SINGLE_ATTEMPT_CONFIG))
 
     @cached_property
     def s3(self) -> S3Client:

@@ -25,7 +25,9 @@ from spark_etl.summary import RunSummary, summary_uri
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
 from tasks.ops import emr as emr_ops
 from tasks.ops import s3 as s3_ops
+from tasks.ops.cost import RunCost
 from tasks.ops.job_package import build_job_package
+from tasks.ops.live_logs import GrowingLogs, LogFollower
 from tasks.ops.preflight import PreflightError, check_aws_run, check_job_arguments
 from tasks.run_log import ops_logs_in_run_log
 
@@ -211,8 +213,13 @@ def wait_for_spark_step(
     max_wait_seconds: float,
     log_attempts: int = 3,
     log_delay_seconds: float = 20.0,
+    log_poll_seconds: float = 120.0,
 ) -> None:
     """Log every state until the step ends; a failed step raises with the job's reason.
+
+    While it waits, the new lines of the step's stdout and stderr are logged every
+    ``log_poll_seconds``, as EMR copies them to the log URI (every few minutes), each
+    line once, prefixed with its source; a last look follows the end of the step.
 
     Not retried as a task: a failed Spark job fails the same way again. Transient errors
     while polling are retried inside the wait instead.
@@ -222,15 +229,22 @@ def wait_for_spark_step(
         EmrWaitTimeoutError: The step still ran after ``max_wait_seconds``.
     """
     clients = aws_clients(aws_credentials_block)
+    log_state = _state_logger(clients.emr, f"Step {step_id}", cluster.cluster_id)
+    step_logs = _step_log_follower(clients.s3, cluster, step_id, log_poll_seconds)
+
+    def on_state(state: str, reason: str) -> None:
+        log_state(state, reason)
+        step_logs.tick()
+
     with ops_logs_in_run_log():
-        state, status = emr_ops.wait_for_step(
-            clients.emr,
-            cluster.cluster_id,
-            step_id,
-            poll_seconds,
-            max_wait_seconds,
-            on_state=_state_logger(clients.emr, f"Step {step_id}", cluster.cluster_id),
-        )
+        try:
+            state, status = emr_ops.wait_for_step(
+                clients.emr, cluster.cluster_id, step_id, poll_seconds, max_wait_seconds, on_state
+            )
+        except Exception:  # a step that timed out: its last lines say where it hangs
+            step_logs.finish()
+            raise
+        step_logs.finish()
         if state in emr_ops.STEP_FAILED:
             raise emr_ops.build_step_failed_error(
                 clients.s3,
@@ -243,6 +257,15 @@ def wait_for_spark_step(
                 attempts=log_attempts,
                 delay=log_delay_seconds,
             )
+
+
+def _step_log_follower(
+    s3: Any, cluster: StartedCluster, step_id: str, interval: float
+) -> LogFollower:
+    """Follows the step's stdout.gz and stderr.gz into the run's log."""
+    folder = emr_ops.step_log_folder(cluster.log_uri, cluster.cluster_id, step_id)
+    sources = {name: folder.child(f"{name}.gz") for name in ("stdout", "stderr")}
+    return LogFollower(GrowingLogs(s3, sources), get_run_logger().info, interval)
 
 
 @task(
@@ -301,6 +324,40 @@ def read_run_summary_from_s3(
     """The summary the job wrote to ``<output>/_runs/<run_id>.json``."""
     location = s3_ops.parse_s3_uri(summary_uri(output_uri, run_id))
     return RunSummary.from_json(s3_ops.read_text(aws_clients(aws_credentials_block).s3, location))
+
+
+# How long the cost waits for the terminated cluster's last hours to be counted.
+COST_WAIT_SECONDS = 180.0
+
+
+@task(name="Read what the cluster cost")
+def read_emr_run_cost(
+    aws_credentials_block: str,
+    cluster_config_block: str,
+    cluster_id: str,
+    poll_seconds: float,
+    max_wait_seconds: float = COST_WAIT_SECONDS,
+) -> RunCost | None:
+    """The cluster's normalized instance hours and their estimated price (the block's).
+
+    Never fails the run: its data is written by now. When the cost cannot be read, the
+    report goes without it and a warning says why.
+    """
+    logger = get_run_logger()
+    try:
+        block = cast(EmrClusterConfig, EmrClusterConfig.load(cluster_config_block))
+        spec = block.cluster_spec()
+        emr = aws_clients(aws_credentials_block).emr
+        with ops_logs_in_run_log():
+            usage = emr_ops.read_cluster_usage(
+                emr, cluster_id, spec, poll_seconds, max_wait_seconds
+            )
+    except Exception as err:
+        logger.warning("Could not read what cluster %s cost: %s", cluster_id, err)
+        return None
+    cost = emr_ops.estimate_cluster_cost(usage, spec)
+    logger.info("Cluster %s: %s", cluster_id, cost.line())
+    return cost
 
 
 def terminate_cluster_now(aws_credentials_block: str, cluster_id: str) -> None:

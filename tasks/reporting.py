@@ -6,11 +6,16 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from spark_etl.summary import RunSummary
+from tasks.ops.cost import RunCost
 
 
 @task(name="Publish the run report")
-def publish_run_report(summary: RunSummary) -> str | None:
-    """Log the row counts and rejects, and publish them as a table artifact.
+def publish_run_report(summary: RunSummary, cost: RunCost | None = None) -> str | None:
+    """Log the row counts, rejects and cost, and publish them as a table artifact.
+
+    Args:
+        summary: The job's run summary.
+        cost: What the run cost, when the runner can tell (EMR, EMR Serverless).
 
     Returns:
         The artifact's id, or None when no artifact could be made.
@@ -25,17 +30,19 @@ def publish_run_report(summary: RunSummary) -> str | None:
         100 * summary.reject_ratio,
         100 * summary.max_reject_ratio,
     )
+    if cost is not None:
+        logger.info("Cost %s", cost.line())
     artifact_id = create_table_artifact(
         key="songs-etl-run",
-        table=report_rows(summary),
+        table=report_rows(summary, cost),
         description=f"sparkify-lake run {summary.run_id} ({summary.mode}), "
         f"{summary.duration_seconds or 0:.1f} s, output {summary.output_uri}",
     )
     return str(artifact_id) if artifact_id else None
 
 
-def report_rows(summary: RunSummary) -> list[dict[str, object]]:
-    """One row per table, then one per reject reason: the artifact's table."""
+def report_rows(summary: RunSummary, cost: RunCost | None = None) -> list[dict[str, object]]:
+    """One row per table, one per reject reason, then the cost: the artifact's table."""
     rows: list[dict[str, object]] = [
         {"kind": "table", "name": table, "rows": count, "change": _change(summary, table, count)}
         for table, count in summary.tables.items()
@@ -49,6 +56,8 @@ def report_rows(summary: RunSummary) -> list[dict[str, object]]:
         }
         for reject in summary.rejects
     ]
+    if cost is not None:
+        rows.append({"kind": "cost", "name": cost.line(), "rows": "", "change": ""})
     return rows
 
 

@@ -1,6 +1,8 @@
-"""Tasks of the sweeper flow: find this project's clusters, judge them, report the sweep.
+"""Tasks of the sweeper flow: find this project's clusters and EMR Serverless job runs,
+judge them, report the sweep.
 
-Ending a cluster reuses the EMR runner's own ``terminate_emr_cluster`` task.
+Ending a cluster reuses the EMR runner's own ``terminate_emr_cluster`` task, cancelling a
+job run the EMR Serverless runner's ``cancel_emr_serverless_job_run``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from prefect.exceptions import ObjectNotFound
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
 from tasks.emr import prefect_api_identity
 from tasks.ops import emr as emr_ops
+from tasks.ops import emr_serverless as serverless_ops
 from tasks.run_log import ops_logs_in_run_log
 
 
@@ -44,10 +47,13 @@ def find_busy_clusters(aws_credentials_block: str, clusters: list[dict[str, Any]
 
 
 @task(name="Find live flow runs")
-def find_live_flow_runs(clusters: list[dict[str, Any]]) -> set[str]:
-    """The flow runs named by the clusters' tags that are not in a final state."""
+def find_live_flow_runs(
+    clusters: list[dict[str, Any]], job_runs: list[dict[str, Any]] | None = None
+) -> set[str]:
+    """The flow runs named by the clusters' (and job runs') tags that are not final."""
     live = set()
     flow_run_ids = {run for cluster in clusters if (run := emr_ops.flow_run_id_of(cluster))}
+    flow_run_ids |= {run for job in job_runs or [] if (run := serverless_ops.flow_run_id_of(job))}
     with get_client(sync_client=True) as client:
         for flow_run_id in sorted(flow_run_ids):
             try:
@@ -94,4 +100,59 @@ def publish_sweep_report(doomed: list[tuple[dict[str, Any], str]], dry_run: bool
         key="emr-sweep",
         table=rows or [{"cluster_id": "-", "action": "nothing to do", "reason": "-"}],
         description="Dry run: nothing was terminated." if dry_run else "Clusters terminated.",
+    )
+
+
+@task(
+    name="Find this project's EMR Serverless job runs",
+    retry_condition_fn=retry_transient_aws_errors,
+    **AWS_TASK_RETRIES,
+)
+def find_project_job_runs(aws_credentials_block: str) -> list[dict[str, Any]]:
+    """Every job run still to start or running in the applications tagged
+    ``project=sparkify-lake``; other applications are never looked into."""
+    serverless = aws_clients(aws_credentials_block).emr_serverless
+    job_runs = [
+        job_run
+        for application in serverless_ops.iter_project_applications(serverless)
+        for job_run in serverless_ops.iter_active_job_runs(serverless, application)
+    ]
+    get_run_logger().info("Found %d active sparkify-lake job runs", len(job_runs))
+    return job_runs
+
+
+@task(name="Choose the job runs to cancel")
+def choose_job_runs_to_cancel(
+    job_runs: list[dict[str, Any]], max_age_minutes: float, live_flow_runs: set[str]
+) -> list[tuple[dict[str, Any], str]]:
+    """Which job runs of this Prefect API the sweeper cancels and why; each is logged."""
+    rules = emr_ops.SweepRules(prefect_api_identity(), max_age_minutes)
+    doomed = serverless_ops.job_runs_to_cancel(job_runs, datetime.now(UTC), rules, live_flow_runs)
+    logger = get_run_logger()
+    ignored = [j["jobRunId"] for j in job_runs if not serverless_ops.owned_by(j, rules.prefect_api)]
+    if ignored:
+        logger.info("Not this Prefect API's (or untagged), left alone: %s", ", ".join(ignored))
+    for job_run, reason in doomed:
+        logger.info("%s: %s", job_run["jobRunId"], reason)
+    return doomed
+
+
+@task(name="Publish the job run sweep report")
+def publish_job_run_sweep_report(doomed: list[tuple[dict[str, Any], str]], dry_run: bool) -> None:
+    """A table artifact of the job runs the sweeper cancelled (or, in a dry run, would)."""
+    action = "would cancel" if dry_run else "cancelled"
+    rows = [
+        {
+            "application_id": job_run["applicationId"],
+            "job_run_id": job_run["jobRunId"],
+            "name": job_run.get("name", ""),
+            "action": action,
+            "reason": reason,
+        }
+        for job_run, reason in doomed
+    ]
+    create_table_artifact(
+        key="emr-serverless-sweep",
+        table=rows or [{"job_run_id": "-", "action": "nothing to do", "reason": "-"}],
+        description="Dry run: nothing was cancelled." if dry_run else "Job runs cancelled.",
     )

@@ -90,7 +90,9 @@ def test_python_m_spark_etl_fails_with_a_one_line_reason(tmp_path: Path) -> None
             sys.executable,
             "-m",
             "spark_etl",
-            *JobArgs(str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "out")).to_argv(),
+            *JobArgs(
+                str(tmp_path / "missing"), str(tmp_path / "logs"), str(tmp_path / "out")
+            ).to_argv(),
         ]
     )
     assert result.returncode == 1

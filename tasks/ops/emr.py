@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
+from tasks.ops.cost import RunCost
 from tasks.ops.retry import is_transient
 from tasks.ops.s3 import S3Location, object_exists, parse_s3_uri, read_gzip_tail, read_text
 
@@ -145,6 +147,29 @@ class EmrWaitTimeoutError(EmrError):
         )
 
 
+# With an allocation strategy a core fleet may name up to 30 instance types.
+MAX_FLEET_TYPES = 30
+# Same size as m5.xlarge (4 vCPU, 16 GiB): Spot gets three pools to choose from.
+DEFAULT_CORE_FLEET_TYPES = ("m5a.xlarge", "m6i.xlarge")
+# On-Demand prices per hour in us-east-1 (Linux). EMR's charge comes on top of EC2's and
+# is the same for Spot nodes; a Spot node's EC2 price is lower than this.
+DEFAULT_EC2_PRICES_USD = {
+    "m5.xlarge": 0.192,
+    "m5.2xlarge": 0.384,
+    "m5a.xlarge": 0.172,
+    "m6i.xlarge": 0.192,
+    "r5.xlarge": 0.252,
+}
+DEFAULT_EMR_PRICES_USD = {
+    "m5.xlarge": 0.048,
+    "m5.2xlarge": 0.096,
+    "m5a.xlarge": 0.043,
+    "m6i.xlarge": 0.048,
+    "r5.xlarge": 0.063,
+}
+DEFAULT_PRICES_SOURCE = "us-east-1 On-Demand list prices of 2025-01-01"
+
+
 class ClusterSpec(BaseModel):
     """What ``run_job_flow`` needs; the ``EmrClusterConfig`` block is this plus a name.
 
@@ -166,7 +191,43 @@ class ClusterSpec(BaseModel):
     )
     core_instance_type: str = Field(default="m5.xlarge", description="EC2 type of the core nodes.")
     core_instance_count: int = Field(default=2, ge=1, description="Number of core nodes.")
-    core_on_spot: bool = Field(default=False, description="Run core nodes on Spot capacity.")
+    core_on_spot: bool = Field(
+        default=False,
+        description="Run core nodes on Spot capacity. With instance-fleets the core fleet "
+        "switches to On-Demand after spot_timeout_minutes; with instance-groups nothing "
+        "does, and a run may wait for Spot capacity until max_wait_minutes.",
+    )
+    composition: Literal["instance-groups", "instance-fleets"] = Field(
+        default="instance-groups",
+        description="How EMR builds the nodes: instance-groups (one type each), or "
+        "instance-fleets, where the core fleet takes core_instance_type or any of "
+        "core_fleet_instance_types, wherever capacity is (and Spot falls back to On-Demand).",
+    )
+    core_fleet_instance_types: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CORE_FLEET_TYPES),
+        max_length=MAX_FLEET_TYPES - 1,
+        description="More EC2 types the core fleet may use besides core_instance_type "
+        "(instance-fleets only). Types of the same size give Spot more pools to choose from.",
+    )
+    spot_timeout_minutes: int = Field(
+        default=10,
+        ge=5,
+        le=1440,
+        description="Instance fleets with Spot core nodes: minutes to wait for Spot "
+        "capacity before the core fleet switches to On-Demand.",
+    )
+    managed_scaling_max_core_nodes: int | None = Field(
+        default=None,
+        ge=1,
+        description="EMR managed scaling: let the cluster grow to this many core nodes "
+        "and shrink back to core_instance_count. Empty: a fixed size.",
+    )
+    managed_scaling_max_on_demand_nodes: int | None = Field(
+        default=None,
+        ge=0,
+        description="EMR managed scaling: at most this many On-Demand core nodes; the "
+        "nodes scaling adds beyond it are Spot. Empty: no such limit.",
+    )
     subnet_id: str | None = Field(default=None, description="EC2 subnet (default VPC when empty).")
     idle_timeout_seconds: int = Field(
         default=3600,
@@ -176,6 +237,44 @@ class ClusterSpec(BaseModel):
     )
     tags: dict[str, str] = Field(default_factory=dict, description="Extra tags (cost allocation).")
     spark_conf: dict[str, str] = Field(default_factory=dict, description="Extra spark-defaults.")
+    ec2_prices_usd_per_hour: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_EC2_PRICES_USD),
+        description="On-Demand EC2 price per hour of each instance type, for the run's "
+        "cost estimate.",
+    )
+    emr_prices_usd_per_hour: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_EMR_PRICES_USD),
+        description="EMR price per hour of each instance type (added to EC2's), for the "
+        "run's cost estimate.",
+    )
+    prices_source: str = Field(
+        default=DEFAULT_PRICES_SOURCE,
+        description="Where and when the prices come from: shown beside each estimate.",
+    )
+
+    @model_validator(mode="after")
+    def _scaling_limits_hold_the_cluster(self) -> ClusterSpec:
+        """Managed scaling must be able to keep the nodes the cluster starts with."""
+        most = self.managed_scaling_max_core_nodes
+        if most is not None and most < self.core_instance_count:
+            raise ValueError(
+                f"managed_scaling_max_core_nodes ({most}) is below core_instance_count "
+                f"({self.core_instance_count})"
+            )
+        if most is None and self.managed_scaling_max_on_demand_nodes is not None:
+            raise ValueError(
+                "managed_scaling_max_on_demand_nodes needs managed_scaling_max_core_nodes"
+            )
+        return self
+
+    @property
+    def uses_fleets(self) -> bool:
+        """True when the nodes come as instance fleets."""
+        return self.composition == "instance-fleets"
+
+    def core_fleet_types(self) -> list[str]:
+        """The core fleet's instance types: core_instance_type first, no type twice."""
+        return list(dict.fromkeys([self.core_instance_type, *self.core_fleet_instance_types]))
 
 
 @dataclass(frozen=True)
@@ -205,28 +304,17 @@ def build_run_job_flow_request(
     KeepJobFlowAliveWhenNoSteps=True lets us submit after it is ready; we terminate it
     ourselves, and the idle AutoTerminationPolicy ends it should we never get to.
     """
-    instances: dict[str, Any] = {
-        "InstanceGroups": [
-            {
-                "Name": "primary",
-                "InstanceRole": "MASTER",
-                "Market": "ON_DEMAND",
-                "InstanceType": spec.primary_instance_type,
-                "InstanceCount": 1,
-            },
-            {
-                "Name": "core",
-                "InstanceRole": "CORE",
-                "Market": "SPOT" if spec.core_on_spot else "ON_DEMAND",
-                "InstanceType": spec.core_instance_type,
-                "InstanceCount": spec.core_instance_count,
-            },
-        ],
-        "KeepJobFlowAliveWhenNoSteps": True,
-        "TerminationProtected": False,
-    }
+    instances: dict[str, Any] = (
+        {"InstanceFleets": _instance_fleets(spec)}
+        if spec.uses_fleets
+        else {"InstanceGroups": _instance_groups(spec)}
+    )
+    instances["KeepJobFlowAliveWhenNoSteps"] = True
+    instances["TerminationProtected"] = False
     if spec.subnet_id:
-        instances["Ec2SubnetId"] = spec.subnet_id
+        # Fleets take a list of subnets and pick the one with capacity.
+        subnet_key = "Ec2SubnetIds" if spec.uses_fleets else "Ec2SubnetId"
+        instances[subnet_key] = [spec.subnet_id] if spec.uses_fleets else spec.subnet_id
     request: dict[str, Any] = {
         "Name": spec.cluster_name,
         "ReleaseLabel": spec.release_label,
@@ -239,11 +327,89 @@ def build_run_job_flow_request(
         "AutoTerminationPolicy": {"IdleTimeout": spec.idle_timeout_seconds},
         "Tags": owner.tags(spec.tags, started),
     }
+    if spec.managed_scaling_max_core_nodes is not None:
+        request["ManagedScalingPolicy"] = {"ComputeLimits": _scaling_limits(spec)}
     if spec.spark_conf:
         request["Configurations"] = [
             {"Classification": "spark-defaults", "Properties": dict(spec.spark_conf)}
         ]
     return request
+
+
+def _instance_groups(spec: ClusterSpec) -> list[dict[str, Any]]:
+    """One On-Demand primary node and the core group, each of one instance type."""
+    return [
+        {
+            "Name": "primary",
+            "InstanceRole": "MASTER",
+            "Market": "ON_DEMAND",
+            "InstanceType": spec.primary_instance_type,
+            "InstanceCount": 1,
+        },
+        {
+            "Name": "core",
+            "InstanceRole": "CORE",
+            "Market": "SPOT" if spec.core_on_spot else "ON_DEMAND",
+            "InstanceType": spec.core_instance_type,
+            "InstanceCount": spec.core_instance_count,
+        },
+    ]
+
+
+# With several types, On-Demand capacity comes from the cheapest one that has some.
+_ON_DEMAND_LAUNCH = {"AllocationStrategy": "lowest-price"}
+
+
+def _instance_fleets(spec: ClusterSpec) -> list[dict[str, Any]]:
+    """An On-Demand primary fleet, and a core fleet of several types (one unit each).
+
+    A Spot core fleet picks the pools least likely to be interrupted among the cheapest
+    (price-capacity-optimized) and switches to On-Demand when Spot capacity has not come
+    within ``spot_timeout_minutes``: a run never waits for Spot without end.
+    """
+    primary = {
+        "Name": "primary",
+        "InstanceFleetType": "MASTER",
+        "TargetOnDemandCapacity": 1,
+        "InstanceTypeConfigs": [{"InstanceType": spec.primary_instance_type}],
+    }
+    core: dict[str, Any] = {
+        "Name": "core",
+        "InstanceFleetType": "CORE",
+        "InstanceTypeConfigs": [
+            {"InstanceType": instance_type, "WeightedCapacity": 1}
+            for instance_type in spec.core_fleet_types()
+        ],
+    }
+    if spec.core_on_spot:
+        core["TargetSpotCapacity"] = spec.core_instance_count
+        core["LaunchSpecifications"] = {
+            "SpotSpecification": {
+                "TimeoutDurationMinutes": spec.spot_timeout_minutes,
+                "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+                "AllocationStrategy": "price-capacity-optimized",
+            },
+            "OnDemandSpecification": dict(_ON_DEMAND_LAUNCH),
+        }
+    else:
+        core["TargetOnDemandCapacity"] = spec.core_instance_count
+        core["LaunchSpecifications"] = {"OnDemandSpecification": dict(_ON_DEMAND_LAUNCH)}
+    return [primary, core]
+
+
+def _scaling_limits(spec: ClusterSpec) -> dict[str, Any]:
+    """Managed scaling's limits, in core nodes (a fleet's types weigh one unit each).
+
+    EMR applies them to core and task nodes only: the primary node never scales.
+    """
+    limits: dict[str, Any] = {
+        "UnitType": "InstanceFleetUnits" if spec.uses_fleets else "Instances",
+        "MinimumCapacityUnits": spec.core_instance_count,
+        "MaximumCapacityUnits": spec.managed_scaling_max_core_nodes,
+    }
+    if spec.managed_scaling_max_on_demand_nodes is not None:
+        limits["MaximumOnDemandCapacityUnits"] = spec.managed_scaling_max_on_demand_nodes
+    return limits
 
 
 def build_spark_step(
@@ -519,6 +685,96 @@ def cancel_active_steps(emr: EMRClient, cluster_id: str) -> list[str]:
 def terminate_cluster(emr: EMRClient, cluster_id: str) -> None:
     """Terminate the cluster (``terminate_job_flows``); terminating twice is harmless."""
     emr.terminate_job_flows(JobFlowIds=[cluster_id])
+
+
+CLUSTER_TERMINATED = frozenset({ClusterState.TERMINATED, ClusterState.TERMINATED_WITH_ERRORS})
+# Normalized units per hour of each instance size (EMR's NormalizedInstanceHours: an
+# m1.small hour is one unit, an xlarge eight, a 2xlarge sixteen, and so on).
+_UNITS_BY_SIZE = {"nano": 0.25, "micro": 0.5, "small": 1.0, "medium": 2.0, "large": 4.0}
+_XLARGE = re.compile(r"(\d*)xlarge")
+
+
+def normalized_units(instance_type: str) -> float | None:
+    """Normalized units one instance of the type counts per hour; None for an odd size."""
+    size = instance_type.partition(".")[2]
+    if size in _UNITS_BY_SIZE:
+        return _UNITS_BY_SIZE[size]
+    xlarge = _XLARGE.fullmatch(size)
+    return 8.0 * int(xlarge[1] or 1) if xlarge else None
+
+
+@dataclass(frozen=True)
+class ClusterUsage:
+    """What a cluster used, as EMR counts it."""
+
+    normalized_instance_hours: float
+    instance_types: list[str]  # the types it ran, or the configured ones when unknown
+    state: str  # when it was read: TERMINATED, or still TERMINATING after the wait
+
+
+def read_cluster_usage(
+    emr: EMRClient, cluster_id: str, spec: ClusterSpec, delay: float, max_wait: float
+) -> ClusterUsage:
+    """The cluster's NormalizedInstanceHours once it has ended, and its instance types.
+
+    EMR adds the last hours as the nodes stop, so the count is read after the cluster
+    reached TERMINATED; after ``max_wait`` it is read as it stands.
+    """
+    cluster: dict[str, Any] = {}
+
+    def describe() -> tuple[str, str]:
+        cluster.update(emr.describe_cluster(ClusterId=cluster_id)["Cluster"])
+        return cluster["Status"]["State"], ""
+
+    for seen, _ in _poll(describe, delay, max_wait):
+        if seen in CLUSTER_TERMINATED:
+            break
+    pages = emr.get_paginator("list_instances").paginate(ClusterId=cluster_id)
+    used = sorted({i["InstanceType"] for page in pages for i in page.get("Instances", [])})
+    configured = [spec.primary_instance_type]
+    configured += spec.core_fleet_types() if spec.uses_fleets else [spec.core_instance_type]
+    return ClusterUsage(
+        normalized_instance_hours=float(cluster.get("NormalizedInstanceHours", 0)),
+        instance_types=used or list(dict.fromkeys(configured)),
+        state=cluster["Status"]["State"],
+    )
+
+
+def estimate_cluster_cost(usage: ClusterUsage, spec: ClusterSpec) -> RunCost:
+    """The run's cost: normalized instance hours at the dearest rate of the types used.
+
+    Each type's rate per normalized hour is (EC2 + EMR price per hour) / its normalized
+    units. NormalizedInstanceHours does not say how the hours split between types, so
+    the dearest rate is taken: a mix of types is never under-estimated. EC2 prices are
+    On-Demand: a Spot node costs less than this.
+    """
+    rates = {}
+    for instance_type in usage.instance_types:
+        ec2 = spec.ec2_prices_usd_per_hour.get(instance_type)
+        emr = spec.emr_prices_usd_per_hour.get(instance_type)
+        units = normalized_units(instance_type)
+        if ec2 is not None and emr is not None and units:
+            rates[instance_type] = (ec2 + emr) / units
+    unpriced = [t for t in usage.instance_types if t not in rates]
+    basis = []
+    if rates:
+        dearest = max(rates, key=lambda instance_type: rates[instance_type])
+        basis.append(
+            f"{dearest} at ${spec.ec2_prices_usd_per_hour[dearest]:g} EC2 + "
+            f"${spec.emr_prices_usd_per_hour[dearest]:g} EMR per hour for its "
+            f"{normalized_units(dearest):g} normalized units, {spec.prices_source}"
+        )
+    if unpriced:
+        basis.append(f"no price for {', '.join(unpriced)} in the cluster block")
+    if usage.state not in CLUSTER_TERMINATED:
+        basis.append(f"hours read while the cluster was {usage.state}")
+    hours = usage.normalized_instance_hours
+    return RunCost(
+        runner="emr",
+        usage={"normalized instance hours": hours},
+        estimated_usd=hours * max(rates.values(), default=0.0),
+        price_basis="; ".join(basis),
+    )
 
 
 class ClusterHeartbeat:

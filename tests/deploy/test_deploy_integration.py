@@ -113,10 +113,24 @@ def test_deploy_schedule_and_run_through_a_worker(server: dict[str, str], tmp_pa
 
     with client(server) as api:
         deployments = {d.name: d for d in api.read_deployments()}
-        assert set(deployments) == {"songs-etl-daily", "songs-etl-local", "terminate-emr-clusters"}
-        daily, local, sweeper = (
-            deployments[n] for n in ("songs-etl-daily", "songs-etl-local", "terminate-emr-clusters")
+        assert set(deployments) == {
+            "songs-etl-daily",
+            "songs-etl-daily-serverless",
+            "songs-etl-local",
+            "terminate-emr-clusters",
+        }
+        daily, serverless, local, sweeper = (
+            deployments[n]
+            for n in (
+                "songs-etl-daily",
+                "songs-etl-daily-serverless",
+                "songs-etl-local",
+                "terminate-emr-clusters",
+            )
         )
+        # One daily deployment is on: the Serverless one waits to be switched on.
+        assert [(s.schedule.cron, s.active) for s in serverless.schedules] == [("0 6 * * *", False)]
+        assert serverless.parameters["runner"] == "emr-serverless"
         assert {d.work_pool_name for d in deployments.values()} == {"sparkify-process"}
         assert [(s.schedule.cron, s.schedule.timezone) for s in daily.schedules] == [
             ("0 6 * * *", "UTC")

@@ -30,6 +30,7 @@ def test_every_deployment_of_prefect_yaml_is_read_with_its_anchors_resolved() ->
 
     assert [spec["name"] for spec in specs] == [
         "songs-etl-daily",
+        "songs-etl-daily-serverless",
         "songs-etl-local",
         "terminate-emr-clusters",
     ]

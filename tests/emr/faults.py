@@ -132,11 +132,22 @@ def _rest_xml_error(code: str, message: str) -> bytes:
     ).encode()
 
 
-_ERROR_BODIES = {"json": _json_error, "query": _query_error, "rest-xml": _rest_xml_error}
-_CONTENT_TYPES = {"json": "application/x-amz-json-1.1", "query": "text/xml", "rest-xml": "text/xml"}
+_ERROR_BODIES = {
+    "json": _json_error,
+    "rest-json": _json_error,  # EMR Serverless (the sweeper's job runs)
+    "query": _query_error,
+    "rest-xml": _rest_xml_error,
+}
+_CONTENT_TYPES = {
+    "json": "application/x-amz-json-1.1",
+    "rest-json": "application/json",
+    "query": "text/xml",
+    "rest-xml": "text/xml",
+}
 # What each protocol's services answer when throttling, and on an internal error.
 _THROTTLING = {
     "json": (400, "ThrottlingException", "Rate exceeded"),
+    "rest-json": (429, "ThrottlingException", "Rate exceeded"),
     "query": (400, "Throttling", "Rate exceeded"),
     "rest-xml": (503, "SlowDown", "Please reduce your request rate."),
 }

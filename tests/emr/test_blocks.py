@@ -42,12 +42,44 @@ def test_a_profile_stores_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["--name", "x", "--from-env"]) == 2  # no keys in the environment
 
 
-def test_cluster_config_block_defaults() -> None:
+def test_cluster_config_block_defaults_are_cheap_and_safe() -> None:
     spec = EmrClusterConfig(log_uri="s3://logs/emr").cluster_spec()
-    assert (spec.release_label, spec.core_instance_count, spec.idle_timeout_seconds) == (
-        "emr-spark-8.0.0",
-        2,
-        3600,
+    assert spec == ClusterSpec(
+        cluster_name="sparkify-lake",
+        release_label="emr-spark-8.0.0",
+        log_uri="s3://logs/emr",
+        service_role="EMR_DefaultRole",
+        job_flow_role="EMR_EC2_DefaultRole",
+        primary_instance_type="m5.xlarge",
+        core_instance_type="m5.xlarge",
+        core_instance_count=2,
+        # On-Demand, fixed size: no Spot wait, no scaling unless asked for.
+        core_on_spot=False,
+        composition="instance-groups",
+        core_fleet_instance_types=["m5a.xlarge", "m6i.xlarge"],
+        spot_timeout_minutes=10,
+        managed_scaling_max_core_nodes=None,
+        managed_scaling_max_on_demand_nodes=None,
+        subnet_id=None,
+        idle_timeout_seconds=3600,
+        tags={},
+        spark_conf={},
+        # Every default type has a price, dated.
+        ec2_prices_usd_per_hour={
+            "m5.xlarge": 0.192,
+            "m5.2xlarge": 0.384,
+            "m5a.xlarge": 0.172,
+            "m6i.xlarge": 0.192,
+            "r5.xlarge": 0.252,
+        },
+        emr_prices_usd_per_hour={
+            "m5.xlarge": 0.048,
+            "m5.2xlarge": 0.096,
+            "m5a.xlarge": 0.043,
+            "m6i.xlarge": 0.048,
+            "r5.xlarge": 0.063,
+        },
+        prices_source="us-east-1 On-Demand list prices of 2025-01-01",
     )
 
 
@@ -62,10 +94,18 @@ EVERY_FIELD: dict[str, Any] = {
     "core_instance_type": "c5.4xlarge",
     "core_instance_count": 5,
     "core_on_spot": True,
+    "composition": "instance-fleets",
+    "core_fleet_instance_types": ["c5a.4xlarge", "c6i.4xlarge"],
+    "spot_timeout_minutes": 15,
+    "managed_scaling_max_core_nodes": 8,
+    "managed_scaling_max_on_demand_nodes": 6,
     "subnet_id": "subnet-0abc",
     "idle_timeout_seconds": 900,
     "tags": {"team": "data", "cost-center": "42"},
     "spark_conf": {"spark.sql.shuffle.partitions": "64"},
+    "ec2_prices_usd_per_hour": {"c5.4xlarge": 0.68, "r5.large": 0.126},
+    "emr_prices_usd_per_hour": {"c5.4xlarge": 0.17, "r5.large": 0.0315},
+    "prices_source": "eu-west-1 list prices of 2026-11-01",
 }
 EXPECTED_SPEC = ClusterSpec(
     cluster_name="lake-nightly",
@@ -77,10 +117,18 @@ EXPECTED_SPEC = ClusterSpec(
     core_instance_type="c5.4xlarge",
     core_instance_count=5,
     core_on_spot=True,
+    composition="instance-fleets",
+    core_fleet_instance_types=["c5a.4xlarge", "c6i.4xlarge"],
+    spot_timeout_minutes=15,
+    managed_scaling_max_core_nodes=8,
+    managed_scaling_max_on_demand_nodes=6,
     subnet_id="subnet-0abc",
     idle_timeout_seconds=900,
     tags={"team": "data", "cost-center": "42"},
     spark_conf={"spark.sql.shuffle.partitions": "64"},
+    ec2_prices_usd_per_hour={"c5.4xlarge": 0.68, "r5.large": 0.126},
+    emr_prices_usd_per_hour={"c5.4xlarge": 0.17, "r5.large": 0.0315},
+    prices_source="eu-west-1 list prices of 2026-11-01",
 )
 
 
@@ -109,30 +157,48 @@ def test_every_block_field_lands_in_its_place_in_the_run_job_flow_request() -> N
         "LogUri": "s3://cfg-logs/emr",
         "Applications": [{"Name": "Spark"}],
         "Instances": {
-            "InstanceGroups": [
+            "InstanceFleets": [
                 {
                     "Name": "primary",
-                    "InstanceRole": "MASTER",
-                    "Market": "ON_DEMAND",
-                    "InstanceType": "r5.large",
-                    "InstanceCount": 1,
+                    "InstanceFleetType": "MASTER",
+                    "TargetOnDemandCapacity": 1,
+                    "InstanceTypeConfigs": [{"InstanceType": "r5.large"}],
                 },
                 {
                     "Name": "core",
-                    "InstanceRole": "CORE",
-                    "Market": "SPOT",
-                    "InstanceType": "c5.4xlarge",
-                    "InstanceCount": 5,
+                    "InstanceFleetType": "CORE",
+                    "TargetSpotCapacity": 5,
+                    "InstanceTypeConfigs": [
+                        {"InstanceType": "c5.4xlarge", "WeightedCapacity": 1},
+                        {"InstanceType": "c5a.4xlarge", "WeightedCapacity": 1},
+                        {"InstanceType": "c6i.4xlarge", "WeightedCapacity": 1},
+                    ],
+                    "LaunchSpecifications": {
+                        "SpotSpecification": {
+                            "TimeoutDurationMinutes": 15,
+                            "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+                            "AllocationStrategy": "price-capacity-optimized",
+                        },
+                        "OnDemandSpecification": {"AllocationStrategy": "lowest-price"},
+                    },
                 },
             ],
             "KeepJobFlowAliveWhenNoSteps": True,
             "TerminationProtected": False,
-            "Ec2SubnetId": "subnet-0abc",
+            "Ec2SubnetIds": ["subnet-0abc"],
         },
         "ServiceRole": "LakeServiceRole",
         "JobFlowRole": "LakeInstanceProfile",
         "VisibleToAllUsers": True,
         "AutoTerminationPolicy": {"IdleTimeout": 900},
+        "ManagedScalingPolicy": {
+            "ComputeLimits": {
+                "UnitType": "InstanceFleetUnits",
+                "MinimumCapacityUnits": 5,
+                "MaximumCapacityUnits": 8,
+                "MaximumOnDemandCapacityUnits": 6,
+            }
+        },
         "Tags": [
             {"Key": "cost-center", "Value": "42"},
             {"Key": "prefect-api", "Value": "http://prefect.test/api"},

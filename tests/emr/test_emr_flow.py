@@ -167,7 +167,8 @@ def test_throttling_on_create_and_describe_is_retried_and_makes_one_cluster(
     calls = {"run_job_flow": 0, "describe_cluster": 0}
     # describe_cluster call 1 is the retried create finding its cluster by tag; calls 2
     # and 3 are the wait's first two polls, throttled and skipped inside the wait (no task
-    # retry); call 4, its third poll, sees WAITING.
+    # retry); call 4, its third poll, sees WAITING; call 5 reads the ended cluster's hours
+    # for the cost.
     throttled_describes = {2, 3}
 
     class Throttled(ScriptedSteps):
@@ -194,7 +195,7 @@ def test_throttling_on_create_and_describe_is_retried_and_makes_one_cluster(
     assert state.is_completed(), state.message
     assert list(clusters_by_state().values()) == ["TERMINATED"]  # one cluster, not two
     # One run_job_flow: the retry found the first attempt's cluster by its tag.
-    assert calls == {"run_job_flow": 1, "describe_cluster": 4}
+    assert calls == {"run_job_flow": 1, "describe_cluster": 5}
     runs = task_run_counts(state.state_details.flow_run_id)
     assert (runs["Create the EMR cluster"], runs["Wait for the cluster to be ready"]) == (2, 1)
 

@@ -76,7 +76,7 @@ FAST_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 3})
 # fault; at 0.4 enough get through to fail runs, so the failure paths are walked too.
 RATES = {0.05: 5005, 0.2: 2020, 0.4: 4040}
 RUNS_PER_RATE = 20
-FAST_SEED = 3  # 5 runs at the top rate: both creating calls lose an answer, 2 runs fail
+FAST_SEED = 5  # 5 runs at the top rate: both creating calls lose an answer, 2 runs fail
 # The calls with no idempotency token: a lost answer to one of them is the fault that
 # would duplicate a cluster or a step.
 CREATING_OPERATIONS = ("emr.RunJobFlow", "emr.AddJobFlowSteps")

@@ -1,11 +1,13 @@
-"""The IAM policy in docs/aws.md allows exactly the AWS actions the code calls.
+"""The IAM policies in docs/aws.md allow exactly the AWS actions the code calls.
 
 The calls are found in the source (ast), not by running it: every method called on a
 variable or attribute named like one of the ``AwsClients`` clients (``emr``,
-``emr_single_attempt``, ``s3``, ``glue``, ``sts``) in ``tasks/*.py`` and
-``tasks/ops/*.py``, paginators included. botocore names the API operation of each
-method; the operation names the IAM action, but for S3, whose actions differ (table
-below, from the S3 API reference's "Permissions" of each operation).
+``emr_single_attempt``, ``emr_serverless``, ``s3``, ``glue``, ``sts``; the EMR
+Serverless ops call theirs ``serverless``) in ``tasks/*.py`` and ``tasks/ops/*.py``,
+paginators included. botocore names the API operation of each method; the operation
+names the IAM action, but for S3, whose actions differ (table below, from the S3 API
+reference's "Permissions" of each operation). Each runner's policy covers the calls of
+every file but the other runner's own.
 """
 
 from __future__ import annotations
@@ -27,17 +29,35 @@ from tasks.ops.emr import HEARTBEAT_TAG_KEY, PROJECT_TAG_KEY, PROJECT_TAG_VALUE
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 POLICY_DOC = PROJECT_ROOT / "docs" / "aws.md"
 POLICY_SECTION = "## Least-privilege policy for the flow's credentials"
+SERVERLESS_POLICY_SECTION = "## EMR Serverless: least-privilege policy for the flow's credentials"
+EXECUTION_ROLE_SECTION = "## EMR Serverless: the job's execution role"
 SCANNED_FILES = sorted([*PROJECT_ROOT.glob("tasks/*.py"), *PROJECT_ROOT.glob("tasks/ops/*.py")])
+# The files of one runner alone; everything else (upload, preflight, Glue...) both use.
+EMR_ONLY = {PROJECT_ROOT / "tasks" / "emr.py", PROJECT_ROOT / "tasks" / "ops" / "emr.py"}
+SERVERLESS_ONLY = {
+    PROJECT_ROOT / "tasks" / "emr_serverless.py",
+    PROJECT_ROOT / "tasks" / "ops" / "emr_serverless.py",
+}
 
 # Receiver names the code gives its clients (``self._emr`` counts as ``emr``) → service.
 CLIENT_SERVICES = {
     "emr": "emr",
     "emr_single_attempt": "emr",
+    "emr_serverless": "emr-serverless",
+    "emr_serverless_single_attempt": "emr-serverless",
+    "serverless": "emr-serverless",
+    "serverless_single_attempt": "emr-serverless",
     "s3": "s3",
     "glue": "glue",
     "sts": "sts",
 }
-IAM_PREFIXES = {"emr": "elasticmapreduce", "s3": "s3", "glue": "glue", "sts": "sts"}
+IAM_PREFIXES = {
+    "emr": "elasticmapreduce",
+    "emr-serverless": "emr-serverless",
+    "s3": "s3",
+    "glue": "glue",
+    "sts": "sts",
+}
 # S3 authorizes these operations with actions of other names (HEAD and GET of an object
 # are both s3:GetObject; listing a bucket is s3:ListBucket).
 S3_ACTIONS = {
@@ -51,6 +71,9 @@ S3_ACTIONS = {
 NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
 # Never called by the code, but RunJobFlow needs it to hand the roles to EMR.
 NEEDED_BY_OTHER_ACTIONS = {"iam:PassRole"}
+# StartJobRun hands the execution role over; it and CreateApplication tag what they make
+# (the Service Authorization Reference lists TagResource under both).
+SERVERLESS_NEEDED_BY_OTHER_ACTIONS = {"iam:PassRole", "emr-serverless:TagResource"}
 
 
 @dataclass(frozen=True)
@@ -62,20 +85,90 @@ class AwsCall:
     where: str
 
 
-def test_the_policy_allows_exactly_the_actions_the_code_calls() -> None:
-    calls = list(aws_calls_in(SCANNED_FILES))
+@pytest.mark.parametrize(
+    ("section", "skipped", "services", "needed_by_others"),
+    [
+        pytest.param(
+            POLICY_SECTION,
+            SERVERLESS_ONLY,
+            {"emr", "s3", "glue", "sts"},
+            NEEDED_BY_OTHER_ACTIONS,
+            id="EMR",
+        ),
+        pytest.param(
+            SERVERLESS_POLICY_SECTION,
+            EMR_ONLY,
+            {"emr-serverless", "s3", "glue", "sts"},
+            SERVERLESS_NEEDED_BY_OTHER_ACTIONS,
+            id="EMR Serverless",
+        ),
+    ],
+)
+def test_the_policy_allows_exactly_the_actions_the_code_calls(
+    section: str, skipped: set[Path], services: set[str], needed_by_others: set[str]
+) -> None:
+    calls = list(aws_calls_in([path for path in SCANNED_FILES if path not in skipped]))
     needed = {iam_action(call) for call in calls} - NEEDS_NO_PERMISSION
-    allowed = allowed_actions(policy_in_doc())
+    allowed = allowed_actions(policy_in_doc(section))
 
-    # Every service the flow uses was found: the scan is not silently empty.
-    assert {call.service for call in calls} == {"emr", "s3", "glue", "sts"}
-    assert NEEDED_BY_OTHER_ACTIONS <= allowed
+    # Every service the runner uses was found: the scan is not silently empty.
+    assert {call.service for call in calls} == services
+    assert needed_by_others <= allowed
     # Equality: a missing permission fails a run, an extra one is privilege nobody uses.
-    granted = allowed - NEEDED_BY_OTHER_ACTIONS
+    granted = allowed - needed_by_others
     missing, unused = sorted(needed - granted), sorted(granted - needed)
     assert (missing, unused) == ([], []), "calls found:\n" + "\n".join(
         f"{call.where}: {call.service}.{call.method} -> {iam_action(call)}" for call in calls
     )
+
+
+def test_serverless_writes_reach_only_project_applications_and_job_runs() -> None:
+    statements = policy_in_doc(SERVERLESS_POLICY_SECTION)["Statement"]
+    project_request = {"StringEquals": {f"aws:RequestTag/{PROJECT_TAG_KEY}": PROJECT_TAG_VALUE}}
+    project_resource = {"StringEquals": {f"aws:ResourceTag/{PROJECT_TAG_KEY}": PROJECT_TAG_VALUE}}
+    tag_readers = {
+        "emr-serverless:ListApplications",
+        "emr-serverless:GetApplication",
+        "emr-serverless:GetJobRun",
+    }
+
+    for creating in ("emr-serverless:CreateApplication", "emr-serverless:TagResource"):
+        [statement] = statements_granting(statements, creating)
+        assert (actions_of(statement), statement["Condition"]) == ([creating], project_request)
+    [find] = [s for s in statements if tag_readers & set(actions_of(s))]
+    assert set(actions_of(find)) == tag_readers and "Condition" not in find
+    [pass_role] = statements_granting(statements, "iam:PassRole")
+    assert pass_role["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}
+    }
+    drive = [
+        s
+        for s in statements
+        if any(a.startswith("emr-serverless:") for a in actions_of(s))
+        and not {"emr-serverless:CreateApplication", "emr-serverless:TagResource"}
+        & set(actions_of(s))
+        and s is not find
+    ]
+    assert {action for s in drive for action in actions_of(s)} == {
+        "emr-serverless:StartJobRun",
+        "emr-serverless:ListJobRuns",
+        "emr-serverless:CancelJobRun",
+    }
+    for statement in drive:
+        assert statement["Condition"] == project_resource, statement["Sid"]
+        assert statement["Resource"].startswith(
+            "arn:aws:emr-serverless:*:123456789012:/applications/"
+        )
+
+
+def test_the_execution_role_trusts_emr_serverless_and_touches_only_s3() -> None:
+    section = policy_section(EXECUTION_ROLE_SECTION)
+    trust, permissions = (json.loads(block) for block in json_blocks(section, expected=2))
+
+    assert [s["Principal"] for s in trust["Statement"]] == [
+        {"Service": "emr-serverless.amazonaws.com"}
+    ]
+    assert {a.split(":")[0] for a in allowed_actions(permissions)} == {"s3"}
 
 
 def test_emr_writes_reach_only_project_clusters_and_tagging_only_the_heartbeat() -> None:
@@ -181,14 +274,25 @@ def client(service: str) -> Any:
     return session.client(service)  # type: ignore[call-overload]
 
 
-def policy_in_doc() -> dict[str, Any]:
-    """The JSON block of the policy section of docs/aws.md."""
-    text = POLICY_DOC.read_text()
-    assert POLICY_SECTION in text
-    section = text.split(POLICY_SECTION, 1)[1].split("\n## ", 1)[0]
-    [block] = re.findall(r"```json\n(.*?)\n```", section, flags=re.DOTALL)
+def policy_in_doc(heading: str = POLICY_SECTION) -> dict[str, Any]:
+    """The JSON block of a policy section of docs/aws.md."""
+    [block] = json_blocks(policy_section(heading), expected=1)
     policy: dict[str, Any] = json.loads(block)
     return policy
+
+
+def policy_section(heading: str) -> str:
+    """The text under ``heading`` (a whole heading line) up to the next ``## `` one."""
+    lines = POLICY_DOC.read_text().split("\n")
+    assert heading in lines, heading
+    section = "\n".join(lines[lines.index(heading) + 1 :])
+    return section.split("\n## ", 1)[0]
+
+
+def json_blocks(section: str, expected: int) -> list[str]:
+    blocks = re.findall(r"```json\n(.*?)\n```", section, flags=re.DOTALL)
+    assert len(blocks) == expected, blocks
+    return list(blocks)
 
 
 def allowed_actions(policy: dict[str, Any]) -> set[str]:

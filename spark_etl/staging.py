@@ -1,0 +1,165 @@
+"""Writing a run's tables into its staging area, and planning their publication.
+
+Spark writes only here, ``<output>/_staging/<run_id>/<folder>/``: its ``_temporary`` and
+attempt files never sit where readers look. Each staged folder is read back from what
+was written, so the checks see the files that will be published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_etl.args import JobArgs
+from spark_etl.lake import join_uri
+from spark_etl.publication import WHOLE_SET, FolderEntry, Manifest, Publication, staging_uri
+from spark_etl.storage import Storage, StoredFile
+from spark_etl.tables import TableSpec
+from spark_etl.transform import LOG_DAY
+
+# Target size of a parquet file: large enough for fast scans in Athena and Spark, small
+# enough that a partition is still written by several tasks in parallel.
+ROWS_PER_FILE = 2_000_000
+
+
+@dataclass
+class StagedFolder:
+    """One folder a run staged: its frame as written, its rows per file set, what it replaces.
+
+    Attributes:
+        folder: The published folder, relative to the output (``songplays``, ``_state/users``).
+        frame: The staged rows, read back.
+        rows: Rows per file set (log day, or :data:`WHOLE_SET`).
+        replaces_sets: The file sets the run replaces; None when it replaces the folder.
+        by_day: Whether the folder keeps one file set per log day.
+    """
+
+    folder: str
+    frame: DataFrame
+    rows: dict[str, int]
+    replaces_sets: tuple[str, ...] | None
+    by_day: bool
+
+
+def stage_by_day(
+    spark: SparkSession, frame: DataFrame, spec: TableSpec, args: JobArgs, rows: int | None
+) -> StagedFolder:
+    """Stage an event table with a ``log_day`` folder level below its partitions."""
+    uri = staging_uri(args.output_uri, args.run_id, spec.name)
+    partitions = [*spec.partition_by, LOG_DAY]
+    files_per_partition = max(1, -(-(rows or 0) // ROWS_PER_FILE))
+    spread = F.pmod(F.xxhash64(*spec.key), F.lit(files_per_partition))
+    spread_out = frame.repartition(*[F.col(c) for c in partitions], spread)
+    _writer(spread_out).partitionBy(*partitions).parquet(uri)
+    schema = T.StructType([*spec.schema.fields, T.StructField(LOG_DAY, T.StringType())])
+    staged = spark.read.schema(schema).parquet(uri)
+    counts = {row[LOG_DAY]: int(row["count"]) for row in staged.groupBy(LOG_DAY).count().collect()}
+    day = args.run_date.isoformat() if args.run_date else None
+    return StagedFolder(spec.name, staged, counts, (day,) if day else None, by_day=True)
+
+
+def stage_whole(
+    spark: SparkSession,
+    frame: DataFrame,
+    folder: str,
+    args: JobArgs,
+    files: int | None = None,
+    partition_by: tuple[str, ...] = (),
+    rows: int | None = None,
+    read_back: bool = True,
+) -> StagedFolder:
+    """Stage a folder that is replaced whole (users, songs, artists, the state).
+
+    Args:
+        rows: The rows, when the caller knows them (saves a count).
+        read_back: False to keep ``frame`` (kept in memory) instead of reading the files
+            back: songs' thousands of (year, artist_id) folders cost more to read back
+            than the rest of a run.
+    """
+    uri = staging_uri(args.output_uri, args.run_id, folder)
+    if partition_by:
+        frame = frame.repartition(*[F.col(c) for c in partition_by])
+    elif files:
+        frame = frame.coalesce(files)
+    _writer(frame).partitionBy(*partition_by).parquet(uri)
+    staged = spark.read.parquet(uri).select(*frame.columns) if read_back else frame
+    count = staged.count() if rows is None else rows
+    return StagedFolder(folder, staged, {WHOLE_SET: count}, None, by_day=False)
+
+
+def _writer(frame: DataFrame) -> Any:
+    return frame.write.mode("overwrite").option("maxRecordsPerFile", ROWS_PER_FILE)
+
+
+def plan_publication(
+    storage: Storage,
+    args: JobArgs,
+    manifest: Manifest | None,
+    staged: list[StagedFolder],
+    catalogue_state: dict[str, Any],
+) -> Publication:
+    """The moves and deletions that publish ``staged``, and the manifest they leave.
+
+    A folder replaced whole retires every file it holds (leftovers of older versions
+    included); a daily file set retires only that set's files.
+    """
+    base = Manifest(args.run_id, dict(manifest.folders) if manifest else {}, dict(catalogue_state))
+    if manifest and not catalogue_state:
+        base.catalogue = dict(manifest.catalogue)
+    publication = Publication(args.run_id, manifest=base)
+    for folder in staged:
+        _plan_folder(storage, args, folder, publication)
+    return publication
+
+
+def _plan_folder(
+    storage: Storage, args: JobArgs, folder: StagedFolder, publication: Publication
+) -> None:
+    published_uri = join_uri(args.output_uri, folder.folder)
+    old = publication.manifest.folders.get(folder.folder, FolderEntry())
+    if folder.replaces_sets is None:
+        retired = [stored.path for stored in storage.list_files(published_uri)]
+        entry = FolderEntry()
+    else:
+        retired = [path for s in folder.replaces_sets for path in old.files_of(s)]
+        entry = FolderEntry(
+            {p: s for p, s in old.files.items() if s not in folder.replaces_sets},
+            {p: n for p, n in old.sizes.items() if old.files[p] not in folder.replaces_sets},
+            {s: n for s, n in old.rows.items() if s not in folder.replaces_sets},
+        )
+    staged_root = staging_uri(args.output_uri, args.run_id, folder.folder)
+    for stored in _data_files(storage.list_files(staged_root)):
+        target, file_set = _published_path(stored.path, folder.by_day)
+        publication.moves.append(
+            (join_uri(staged_root, stored.path), join_uri(published_uri, target))
+        )
+        entry.files[target], entry.sizes[target] = file_set, stored.size
+        storage.requests.put += 1
+        storage.requests.files_written += 1
+        storage.requests.bytes_written += stored.size
+    entry.rows.update({s: n for s, n in folder.rows.items() if n})
+    publication.retired += [join_uri(published_uri, path) for path in retired]
+    publication.manifest.folders[folder.folder] = entry
+
+
+def _data_files(listed: list[StoredFile]) -> list[StoredFile]:
+    """The parquet files Spark wrote (not its ``_SUCCESS`` or checksum files)."""
+    return [f for f in listed if not f.hidden and f.path.endswith(".parquet")]
+
+
+def _published_path(staged_path: str, by_day: bool) -> tuple[str, str]:
+    """Where a staged file goes, and its file set.
+
+    ``year=2018/month=11/log_day=2018-11-05/part-0.parquet`` becomes
+    ``year=2018/month=11/2018-11-05.part-0.parquet`` in set ``2018-11-05``: readers see
+    the table's own partitions only, and the day's files are named by their set.
+    """
+    if not by_day:
+        return staged_path, WHOLE_SET
+    *partitions, day_folder, name = staged_path.split("/")
+    day = day_folder.split("=", 1)[1]
+    return "/".join([*partitions, f"{day}.{name}"]), day
