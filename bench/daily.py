@@ -84,11 +84,12 @@ def reader_fingerprint(output: Path) -> dict[str, list[int]]:
     return fingerprint
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], digits: int = 1) -> str:
     """``median (min-max)`` of the repeats."""
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+        return f"{values[0]:.{digits}f}"
+    low, middle, high = min(values), statistics.median(values), max(values)
+    return f"{middle:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def report(size: Size, repeats: list[dict]) -> str:
@@ -112,7 +113,7 @@ def report(size: Size, repeats: list[dict]) -> str:
     unchanged = all(r["daily_changed_nothing"] for r in repeats)
     lines += [
         "",
-        f"daily / full wall time: {spread(ratios)}; re-merging the day changed nothing: "
+        f"daily / full wall time: {spread(ratios, digits=3)}; re-merging the day changed nothing: "
         f"{'yes' if unchanged else 'NO'}",
     ]
     return "\n".join(lines)

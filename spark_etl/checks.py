@@ -72,6 +72,27 @@ def check_table(
     ]
 
 
+def check_day_keys(
+    name: str, day_keys: DataFrame, other_keys: DataFrame, had_events: bool, total_rows: int
+) -> list[CheckResult]:
+    """A daily run's keys: not null and unique within its day, and in no other day's set.
+
+    The month's other keys are only probed with the day's (broadcast), never counted
+    whole: the check costs a scan of the month's keys, not a shuffle of them.
+    """
+    _, results = check_table(name, day_keys, had_events, total_rows)
+    spec = TABLES[name]
+    clashes = other_keys.join(F.broadcast(day_keys.distinct()), list(spec.key), "left_semi").count()
+    unique = results[2]
+    results[2] = CheckResult(
+        unique.name,
+        name,
+        unique.passed and clashes == 0,
+        f"{unique.detail}, {clashes} keys also in another day's files",
+    )
+    return results
+
+
 def _key_profile(table: DataFrame, key: tuple[str, ...]) -> tuple[int, int, int]:
     """Rows, rows with a null key part, and distinct non-null keys, in one pass."""
     key_is_null = F.greatest(*[F.col(k).isNull().cast("int") for k in key], F.lit(0)) == 1

@@ -29,7 +29,13 @@ from pyspark.sql import DataFrame, SparkSession
 from spark_etl import failpoints, io, transform
 from spark_etl.args import JobArgs
 from spark_etl.catalogue import Catalogue, read_catalogue
-from spark_etl.checks import check_foreign_keys, check_table, check_tables, count_records
+from spark_etl.checks import (
+    check_day_keys,
+    check_foreign_keys,
+    check_table,
+    check_tables,
+    count_records,
+)
 from spark_etl.errors import (
     DamagedLakeError,
     EmptyInputError,
@@ -394,15 +400,16 @@ def _daily_checks(
     other = staged.other_keys or {}
     results = []
     for spec, folder in ((SONGPLAYS, staged.plays), (TIME, staged.times)):
-        keys = folder.frame.select(*spec.key).unionByName(other[spec.name])
+        keys = folder.frame.select(*spec.key)
         total = _rows_after(manifest, folder)
-        results += check_table(spec.name, keys, had_events, total)[1]
+        results += check_day_keys(spec.name, keys, other[spec.name], had_events, total)
     results += check_table(USERS.name, staged.users.frame, had_events)[1]
     for name, frame in catalogue.tables().items():
         results += check_table(name, frame, had_events)[1]
     dimensions = catalogue.dimension_keys()
-    times = staged.times.frame.select("start_time").unionByName(other[TIME.name])
     plays = staged.plays.frame.drop(transform.LOG_DAY)
+    other_times = transform.clashing_keys(other[TIME.name], plays, TIME.key)
+    times = staged.times.frame.select("start_time").unionByName(other_times)
     results += check_foreign_keys(
         plays,
         [

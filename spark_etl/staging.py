@@ -122,7 +122,7 @@ def _plan_folder(
     published_uri = join_uri(args.output_uri, folder.folder)
     old = publication.manifest.folders.get(folder.folder, FolderEntry())
     if folder.replaces_sets is None:
-        retired = [stored.path for stored in storage.list_files(published_uri)]
+        retired = _retire_whole(storage.list_files(published_uri))
         entry = FolderEntry()
     else:
         retired = [path for s in folder.replaces_sets for path in old.files_of(s)]
@@ -144,6 +144,16 @@ def _plan_folder(
     entry.rows.update({s: n for s, n in folder.rows.items() if n})
     publication.retired += [join_uri(published_uri, path) for path in retired]
     publication.manifest.folders[folder.folder] = entry
+
+
+def _retire_whole(listed: list[StoredFile]) -> list[str]:
+    """Every file of a folder replaced whole; a hidden folder (``_temporary``) goes whole."""
+    retired = set()
+    for stored in listed:
+        parts = stored.path.split("/")
+        hidden = next((i for i, part in enumerate(parts[:-1]) if part.startswith(("_", "."))), None)
+        retired.add("/".join(parts[: hidden + 1]) if hidden is not None else stored.path)
+    return sorted(retired)
 
 
 def _data_files(listed: list[StoredFile]) -> list[StoredFile]:

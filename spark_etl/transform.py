@@ -274,8 +274,21 @@ def merge_user_states(*states: DataFrame) -> DataFrame:
 
 
 def without_keys(new_rows: DataFrame, other_keys: DataFrame, key: tuple[str, ...]) -> DataFrame:
-    """The new rows whose key no other file set holds (a duplicate event counts once)."""
-    return new_rows.join(other_keys.select(*key), list(key), "left_anti")
+    """The new rows whose key no other file set holds (a duplicate event counts once).
+
+    The day is small and the month it merges into is large: the day's keys are
+    broadcast to pick the month's few clashing keys, so the month is scanned once and
+    never shuffled.
+    """
+    return new_rows.join(
+        F.broadcast(clashing_keys(other_keys, new_rows, key)), list(key), "left_anti"
+    )
+
+
+def clashing_keys(other_keys: DataFrame, new_rows: DataFrame, key: tuple[str, ...]) -> DataFrame:
+    """The keys of ``other_keys`` that ``new_rows`` hold too (the new side broadcast)."""
+    new_keys = F.broadcast(new_rows.select(*key).distinct())
+    return other_keys.select(*key).join(new_keys, list(key), "left_semi")
 
 
 def build_users(user_state: DataFrame) -> DataFrame:

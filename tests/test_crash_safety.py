@@ -10,10 +10,12 @@ in all (~15 s each).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,24 @@ def expected(spark: SparkSession, lake: Path, tmp_path_factory: pytest.TempPathF
     output = tmp_path_factory.mktemp("expected")
     run_job(spark, job_args(lake, output))
     return output
+
+
+def merged_output(spark: SparkSession, lake: Path, root: Path, days: tuple[date, ...]) -> Path:
+    """An output with ``days`` merged one by one, built once per module."""
+    output = root / "out"
+    for day in days:
+        run_job(spark, job_args(lake, output, run_date=day, run_id=f"d-{day}"))
+    return output
+
+
+@pytest.fixture(scope="module")
+def two_days(spark: SparkSession, lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return merged_output(spark, lake, tmp_path_factory.mktemp("two"), DAYS[:2])
+
+
+@pytest.fixture(scope="module")
+def three_days(spark: SparkSession, lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return merged_output(spark, lake, tmp_path_factory.mktemp("three"), (DAYS[0], DAYS[3], DAYS[2]))
 
 
 def start_held_run(args: JobArgs, point: str, marker: Path) -> subprocess.Popen[str]:
@@ -111,11 +131,10 @@ def assert_clean(output: Path) -> None:
 
 
 def test_a_full_run_killed_while_publishing_is_completed_by_the_next_run_and_holds_the_output(
-    spark: SparkSession, lake: Path, expected: Path, tmp_path: Path
+    spark: SparkSession, lake: Path, expected: Path, two_days: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "out"
-    for day in DAYS[:2]:
-        run_job(spark, job_args(lake, output, run_date=day, run_id=f"d-{day}"))
+    shutil.copytree(two_days, output)
     old = snapshot(spark, output)
     held = start_held_run(job_args(lake, output, run_id="full-held"), "moving", tmp_path / "m")
 
@@ -149,11 +168,10 @@ def test_a_full_run_killed_while_publishing_is_completed_by_the_next_run_and_hol
 
 @pytest.mark.parametrize("point", ["staged", "retiring"])
 def test_a_daily_run_killed_before_or_during_publication_loses_nothing(
-    spark: SparkSession, lake: Path, expected: Path, tmp_path: Path, point: str
+    spark: SparkSession, lake: Path, expected: Path, three_days: Path, tmp_path: Path, point: str
 ) -> None:
     output = tmp_path / "out"
-    for day in (DAYS[0], DAYS[3], DAYS[2]):
-        run_job(spark, job_args(lake, output, run_date=day, run_id=f"d-{day}"))
+    shutil.copytree(three_days, output)
     # DAYS[2] is merged already: re-merging it must change nothing, even when killed.
     old = snapshot(spark, output)
     daily = job_args(lake, output, DAYS[2], run_id="daily-held")

@@ -257,3 +257,21 @@ def test_an_unreadable_last_success_counts_as_no_previous_run(
 
     assert summary.previous_tables == {}
     assert RunSummary.from_json(last.read_text()).run_id == "second"
+
+
+def test_an_event_copied_into_two_day_files_counts_once_in_any_order(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    # The last play of 2018-11-30 (its ts is that day) was logged again in the next file.
+    copied = day_events(DAYS[0])[-1]
+    events = {DAYS[0]: day_events(DAYS[0]), DAYS[1]: [*day_events(DAYS[1]), copied]}
+    lake = write_lake(tmp_path / "lake", events, catalogue())
+    full = tmp_path / "full"
+    run_job(spark, job_args(lake, full))
+    daily = tmp_path / "daily"
+    for day in (DAYS[1], DAYS[0], DAYS[1]):  # the copy's later file first, then again
+        run_job(spark, job_args(lake, daily, run_date=day, run_id=f"d-{day}"))
+
+    for name, table in read_tables(spark, daily).items():
+        assertDataFrameEqual(table, read_tables(spark, full)[name])
+    assert read_tables(spark, daily)["songplays"].count() == 6
