@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from spark_etl import failpoints, io, transform
 from spark_etl.args import JobArgs
@@ -144,8 +145,9 @@ def _run_stages(spark: SparkSession, storage: Storage, args: JobArgs, summary: R
     try:
         with _timed(summary, "check inputs"):
             logs_uri = _check_inputs(spark, args)
-        catalogue = read_catalogue(spark, storage, args, manifest if args.run_date else None)
-        _record_catalogue(catalogue, summary)
+        with _timed(summary, "catalogue"):
+            catalogue = read_catalogue(spark, storage, args, manifest if args.run_date else None)
+            _record_catalogue(catalogue, summary)
         with _timed(summary, "parse and count"):
             events = _parse_events(spark, logs_uri, args, summary)
         _enforce_reject_threshold(summary, args)
@@ -326,7 +328,7 @@ def _stage_day(
         the day touches (for the checks).
     """
     day = args.run_date.isoformat() if args.run_date else ""
-    with_day = events.withColumn(transform.LOG_DAY, transform.F.lit(day))
+    with_day = events.withColumn(transform.LOG_DAY, F.lit(day))
     plays = transform.build_songplays(with_day, catalogue.song_lookup(), keep=(transform.LOG_DAY,))
     months = sorted(
         (r["year"], r["month"]) for r in plays.select("year", "month").distinct().collect()
