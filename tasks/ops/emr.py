@@ -499,7 +499,7 @@ def wait_for_cluster(
         EmrWaitTimeoutError: Not ready within ``max_wait`` seconds.
     """
     state = "unknown"
-    for state, reason in _poll(lambda: _cluster_status(emr, cluster_id), delay, max_wait):
+    for state, reason in poll_states(lambda: _cluster_status(emr, cluster_id), delay, max_wait):
         on_state(state, reason)
         if state in CLUSTER_READY:
             return ClusterState(state)
@@ -560,7 +560,7 @@ def wait_for_step(
         return last_status["State"], last_status.get("StateChangeReason", {}).get("Message", "")
 
     state = "unknown"
-    for state, reason in _poll(status, delay, max_wait):
+    for state, reason in poll_states(status, delay, max_wait):
         on_state(state, reason)
         if state in STEP_ENDED:
             return StepState(state), last_status
@@ -571,7 +571,7 @@ def wait_for_step(
 MAX_FAILED_POLLS = 10
 
 
-def _poll(
+def poll_states(
     read: Callable[[], tuple[str, str]], delay: float, max_wait: float
 ) -> Iterator[tuple[str, str]]:
     """Yield the state every ``delay`` seconds until ``max_wait`` has passed.
@@ -726,7 +726,7 @@ def read_cluster_usage(
         cluster.update(emr.describe_cluster(ClusterId=cluster_id)["Cluster"])
         return cluster["Status"]["State"], ""
 
-    for seen, _ in _poll(describe, delay, max_wait):
+    for seen, _ in poll_states(describe, delay, max_wait):
         if seen in CLUSTER_TERMINATED:
             break
     pages = emr.get_paginator("list_instances").paginate(ClusterId=cluster_id)

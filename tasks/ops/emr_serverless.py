@@ -24,13 +24,12 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from tasks.ops.cost import RunCost
 from tasks.ops.emr import (
     FLOW_RUN_TAG_KEY,
-    MAX_FAILED_POLLS,
     PREFECT_API_TAG_KEY,
     PROJECT_TAG_KEY,
     PROJECT_TAG_VALUE,
     SweepRules,
+    poll_states,
 )
-from tasks.ops.retry import is_transient
 from tasks.ops.s3 import S3Location, object_exists, parse_s3_uri, read_gzip_tail, read_text
 
 if TYPE_CHECKING:
@@ -658,33 +657,6 @@ def wait_for_job_run(
         if state in JOB_RUN_ENDED:
             return JobRunState(state), last
     raise JobRunTimeoutError(application_id, job_run_id, state, max_wait)
-
-
-def poll_states(
-    read: Callable[[], tuple[str, str]], delay: float, max_wait: float
-) -> Iterator[tuple[str, str]]:
-    """Yield the state every ``delay`` seconds until ``max_wait`` has passed.
-
-    A transient error (throttling, 5xx, a lost connection) skips one look instead of
-    failing the wait, up to ``MAX_FAILED_POLLS`` in a row: one bad poll must not give up
-    on a job that is still writing the lake.
-    """
-    deadline = time.monotonic() + max_wait
-    failed_in_a_row = 0
-    while True:
-        try:
-            state = read()
-        except Exception as err:
-            failed_in_a_row += 1
-            if not is_transient(err) or failed_in_a_row >= MAX_FAILED_POLLS:
-                raise
-            logger.warning("Could not read the state (%s); trying again in %.0f s", err, delay)
-        else:
-            failed_in_a_row = 0
-            yield state
-        if time.monotonic() + delay > deadline:
-            return
-        time.sleep(delay)
 
 
 def driver_log_folder(log_uri: str, application_id: str, job_run_id: str) -> S3Location:
