@@ -56,7 +56,11 @@ class Catalogue:
 
     def song_lookup(self) -> DataFrame:
         """Songs grouped for the matching of plays."""
-        return transform.build_song_lookup(self._staged_lookup or self.lookup)
+        return transform.build_song_lookup(self._matching_records())
+
+    def _matching_records(self) -> DataFrame:
+        """The lookup as staged once rebuilt (read back from its file), else as kept."""
+        return self.lookup if self._staged_lookup is None else self._staged_lookup
 
     def tables(self) -> dict[str, DataFrame]:
         """songs and artists as built (none when unchanged: they are not republished)."""
@@ -64,7 +68,7 @@ class Catalogue:
 
     def dimension_keys(self) -> dict[str, DataFrame]:
         """The song and artist ids the published songs and artists hold."""
-        lookup = self._staged_lookup or self.lookup
+        lookup = self._matching_records()
         return {
             SONGS.name: lookup.select("song_id").distinct(),
             ARTISTS.name: lookup.select("artist_id").distinct(),

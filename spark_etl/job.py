@@ -427,7 +427,7 @@ def _daily_checks(
 def _rows_after(manifest: Manifest | None, staged: StagedFolder) -> int:
     """A table's rows once the staged day replaces its old set."""
     entry = manifest.folders.get(staged.folder) if manifest else None
-    kept = {s: n for s, n in (entry.rows if entry else {}).items()}
+    kept = dict(entry.rows) if entry else {}
     for replaced in staged.replaces_sets or ():
         kept.pop(replaced, None)
     return sum(kept.values()) + sum(staged.rows.values())

@@ -625,10 +625,10 @@ def build_step_failed_error(
     details = status.get("FailureDetails", {})
     reason = " ".join(filter(None, [details.get("Reason"), details.get("Message")])) or state
     folder = step_log_folder(log_uri, cluster_id, step_id)
-    job_reason = _failed_run_reason(s3, summary)
+    job_reason = failed_run_reason(s3, summary)
     tails: dict[str, str] = {}
     for attempt in range(attempts if job_reason is None else 0):
-        tails = _log_tails(s3, folder, lines)
+        tails = log_tails(s3, folder, lines)
         if tails:
             break
         if attempt + 1 < attempts:
@@ -647,7 +647,7 @@ def build_step_failed_error(
     )
 
 
-def _failed_run_reason(s3: S3Client, summary: S3Location) -> str | None:
+def failed_run_reason(s3: S3Client, summary: S3Location) -> str | None:
     """The error the job recorded in its run summary, if it wrote one."""
     if not object_exists(s3, summary):
         return None
@@ -660,8 +660,9 @@ def _failed_run_reason(s3: S3Client, summary: S3Location) -> str | None:
     return str(error) if error else None
 
 
-def _log_tails(s3: S3Client, folder: S3Location, lines: int) -> dict[str, str]:
-    """The last lines of the step's stdout.gz and stderr.gz that exist."""
+def log_tails(s3: S3Client, folder: S3Location, lines: int) -> dict[str, str]:
+    """The last lines of the stdout.gz and stderr.gz in ``folder`` that exist (a step's,
+    or an EMR Serverless driver's)."""
     tails = {}
     for name in ("stdout.gz", "stderr.gz"):
         tail = read_gzip_tail(s3, folder.child(name), lines)

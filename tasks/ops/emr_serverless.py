@@ -8,7 +8,6 @@ time limits are the EMR runner's (:mod:`tasks.ops.emr`): one project, one set of
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -28,9 +27,11 @@ from tasks.ops.emr import (
     PROJECT_TAG_KEY,
     PROJECT_TAG_VALUE,
     SweepRules,
+    failed_run_reason,
+    log_tails,
     poll_states,
 )
-from tasks.ops.s3 import S3Location, object_exists, parse_s3_uri, read_gzip_tail, read_text
+from tasks.ops.s3 import S3Location, parse_s3_uri
 
 if TYPE_CHECKING:
     from mypy_boto3_emr_serverless import EMRServerlessClient
@@ -699,7 +700,7 @@ def build_job_run_failed_error(
     job_reason = failed_run_reason(s3, summary)
     tails: dict[str, str] = {}
     for attempt in range(attempts if job_reason is None else 0):
-        tails = _log_tails(s3, folder, lines)
+        tails = log_tails(s3, folder, lines)
         if tails:
             break
         if attempt + 1 < attempts:
@@ -719,29 +720,6 @@ def build_job_run_failed_error(
         tails,
         job_reason,
     )
-
-
-def failed_run_reason(s3: S3Client, summary: S3Location) -> str | None:
-    """The error the job recorded in its run summary, if it wrote one."""
-    if not object_exists(s3, summary):
-        return None
-    try:
-        payload = json.loads(read_text(s3, summary))
-    except ValueError:
-        logger.warning("The run summary at %s is not JSON", summary.uri)
-        return None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    return str(error) if error else None
-
-
-def _log_tails(s3: S3Client, folder: S3Location, lines: int) -> dict[str, str]:
-    """The last lines of the driver's stdout.gz and stderr.gz that exist."""
-    tails = {}
-    for name in DRIVER_LOGS:
-        tail = read_gzip_tail(s3, folder.child(name), lines)
-        if tail:
-            tails[name] = tail
-    return tails
 
 
 def cancel_job_run(serverless: EMRServerlessClient, application_id: str, job_run_id: str) -> bool:
