@@ -9,10 +9,13 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: demo test lint setup check-java clean blocks deploy alerts serve server worker query bench \
-	bench-large bench-daily local-fs-jar emr-spark rehearse-emr fault-test
+	bench-large bench-daily local-fs-jar emr-spark rehearse-emr fault-test jvm-archive
 
-demo: check-java ## Generate the sample lake (once) and run the songs_etl flow on local Spark
+demo: check-java jvm-archive ## Generate the sample lake (once) and run the songs_etl flow on local Spark
 	$(PY) flows/songs_etl.py
+
+jvm-archive: check-java ## Build (once) the class archive that starts small local runs' JVMs faster
+	$(PY) -m spark_etl.jvm_archive
 
 test: check-java emr-spark ## Run the whole test suite (Spark, Prefect, moto, the EMR rehearsal)
 	$(PY) -m pytest -q
@@ -92,7 +95,7 @@ bench: check-java ## Time the job beside the tutorial-style job and DuckDB on la
 bench-large: check-java ## The same on lake L (50k songs, 10M events; ~20 min on 2 cores)
 	$(PY) bench/run.py --sizes L
 
-bench-daily: check-java ## A full run, then a daily run of a mid-month day, on lakes M and L (~20 min)
+bench-daily: check-java jvm-archive ## A full run, then a daily run of a mid-month day, on lakes M and L (~20 min)
 	$(PY) bench/daily.py --sizes M L --repeats 2
 
 LOCAL_FS_DIR := spark_etl/localfs

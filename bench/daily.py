@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # `python bench/daily.py`: make the project impor
 from bench.measure import measure
 from bench.run import LAKES_DIR, RESULTS_DIR, SIZES, Size, ensure_lake
 from deployments.query import connect
+from spark_etl import jvm_archive
 from spark_etl.args import JobArgs
 from spark_etl.lake import LOG_SOURCE, SONG_SOURCE
 from spark_etl.summary import summary_uri
@@ -111,10 +112,12 @@ def report(size: Size, repeats: list[dict]) -> str:
         )
     ratios = [r["daily_over_full"] for r in repeats]
     unchanged = all(r["daily_changed_nothing"] for r in repeats)
+    archive = jvm_archive.archive_path()
     lines += [
         "",
         f"daily / full wall time: {spread(ratios, digits=3)}; re-merging the day changed nothing: "
         f"{'yes' if unchanged else 'NO'}",
+        f"JVM class archive for the daily runs: {archive if archive.is_file() else 'none'}",
     ]
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 
 from spark_etl import io, transform
 from spark_etl.args import JobArgs
@@ -30,6 +31,10 @@ from spark_etl.tables import ARTISTS, SONGS
 
 # What the matching needs of a catalogue record (transform.build_song_lookup).
 LOOKUP_COLUMNS = ("title", "artist_name", "song_id", "duration", "artist_id")
+# Given to the reader of the kept lookup: inferring it costs a Spark job of its own.
+LOOKUP_SCHEMA = T.StructType(
+    [T.StructField(name, SONG_FIELD_TYPES[name]) for name in LOOKUP_COLUMNS]
+)
 REBUILT, UNCHANGED = "rebuilt", "unchanged"
 
 
@@ -110,7 +115,7 @@ def read_catalogue(
         and manifest is not None
         and SONG_LOOKUP in manifest.folders
     ):
-        lookup = spark.read.parquet(join_uri(args.output_uri, SONG_LOOKUP))
+        lookup = spark.read.schema(LOOKUP_SCHEMA).parquet(join_uri(args.output_uri, SONG_LOOKUP))
         rejects = [RejectCount(**reject) for reject in kept["rejects"]]
         return Catalogue(UNCHANGED, int(kept["records"]), rejects, lookup)
     return _parse_catalogue(spark, args, fingerprint)
@@ -120,7 +125,8 @@ def _parse_catalogue(spark: SparkSession, args: JobArgs, fingerprint: str) -> Ca
     parsed = transform.parse_records(
         io.read_lines(spark, args.songs_uri), SONG_FIELD_TYPES, SONG_REQUIRED
     ).persist(StorageLevel.MEMORY_AND_DISK)
-    records, rejects = count_records(parsed, SONG_SOURCE)
+    counted = count_records(parsed, SONG_SOURCE)
+    records, rejects = counted.records, counted.rejects
     io.write_rejects(transform.rejected_records(parsed), args.output_uri, SONG_SOURCE, None)
     songs = transform.good_records(parsed)
     built = {

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from spark_etl import transform
@@ -12,6 +14,8 @@ from spark_etl.summary import CheckResult, RejectCount
 from spark_etl.tables import SONGPLAYS, SONGPLAYS_FOREIGN_KEYS, TABLES
 
 logger = logging.getLogger(__name__)
+
+_CLASHING = "_clashing"
 
 
 def check_tables(
@@ -42,6 +46,65 @@ def check_tables(
     return counts, results
 
 
+@dataclass(frozen=True)
+class KeyProfile:
+    """A table's rows and what its key looks like in them.
+
+    Attributes:
+        clashing: Rows whose key is among the keys given as clashing (a daily run: keys
+            other days' file sets hold); 0 when none were given.
+        span: The first and last start time (epoch ms) when asked for and any row has one.
+    """
+
+    rows: int
+    null_keys: int
+    distinct_keys: int
+    clashing: int = 0
+    span: list[int] | None = None
+
+
+def key_profile(
+    table: DataFrame,
+    key: tuple[str, ...],
+    clashing_keys: DataFrame | None = None,
+    with_span: bool = False,
+) -> KeyProfile:
+    """Rows, rows with a null key part, distinct non-null keys and clashing rows, in one job.
+
+    Args:
+        clashing_keys: Keys no row may hold (few: broadcast), or None.
+        with_span: Also take the first and last ``start_time``.
+    """
+    key_is_null = F.greatest(*[F.col(k).isNull().cast("int") for k in key], F.lit(0)) == 1
+    clashing = F.lit(0)
+    if clashing_keys is not None:
+        marked = clashing_keys.select(*key).distinct().withColumn(_CLASHING, F.lit(1))
+        table = table.join(F.broadcast(marked), list(key), "left")
+        clashing = F.coalesce(F.col(_CLASHING), F.lit(0))
+    row = table.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(key_is_null.cast("long")).alias("null_keys"),
+        F.count_distinct(*[F.col(k) for k in key]).alias("distinct_keys"),
+        F.sum(clashing).alias("clashing"),
+        *span_columns() if with_span else [F.lit(None).alias("low"), F.lit(None).alias("high")],
+    ).first()
+    assert row is not None
+    span = [int(row["low"]), int(row["high"])] if row["low"] is not None else None
+    return KeyProfile(
+        int(row["rows"]),
+        int(row["null_keys"] or 0),
+        int(row["distinct_keys"]),
+        int(row["clashing"] or 0),
+        span,
+    )
+
+
+def span_columns() -> list[Column]:
+    """The first and last ``start_time`` (epoch ms) of a frame's rows, as ``low``, ``high``."""
+    start_ms = F.unix_millis(F.col("start_time"))
+    return [F.min(start_ms).alias("low"), F.max(start_ms).alias("high")]
+
+
 def check_table(
     name: str, table: DataFrame, had_events: bool, total_rows: int | None = None
 ) -> tuple[int, list[CheckResult]]:
@@ -49,60 +112,36 @@ def check_table(
 
     Args:
         name: The table.
-        table: Its rows, or the rows a run changed together with every row they could
-            clash with (a daily run: the touched months).
+        table: Its rows.
         had_events: Whether the input held any good event.
         total_rows: The whole table's rows when ``table`` is only part of it.
 
     Returns:
         The rows of ``table`` and the three results.
     """
-    rows, null_keys, distinct_keys = _key_profile(table, TABLES[name].key)
-    total = rows if total_rows is None else total_rows
-    may_be_empty = not had_events and name in ("songplays", "users", "time")
-    return rows, [
-        CheckResult("not empty", name, total > 0 or may_be_empty, f"{total} rows"),
-        CheckResult("key not null", name, null_keys == 0, f"{null_keys} null keys"),
-        CheckResult(
-            "key unique",
-            name,
-            distinct_keys == rows - null_keys,
-            f"{rows - null_keys - distinct_keys} duplicate keys",
-        ),
-    ]
+    profile = key_profile(table, TABLES[name].key)
+    return profile.rows, profile_results(name, profile, had_events, total_rows)
 
 
-def check_day_keys(
-    name: str, day_keys: DataFrame, other_keys: DataFrame, had_events: bool, total_rows: int
+def profile_results(
+    name: str, profile: KeyProfile, had_events: bool, total_rows: int | None = None
 ) -> list[CheckResult]:
-    """A daily run's keys: not null and unique within its day, and in no other day's set.
+    """Not empty, key not null, key unique (and in no other day's set) from a profile.
 
-    The month's other keys are only probed with the day's (broadcast), never counted
-    whole: the check costs a scan of the month's keys, not a shuffle of them.
+    Args:
+        total_rows: The whole table's rows when the profile is of a part of it (a day).
     """
-    _, results = check_table(name, day_keys, had_events, total_rows)
-    spec = TABLES[name]
-    clashes = other_keys.join(F.broadcast(day_keys.distinct()), list(spec.key), "left_semi").count()
-    unique = results[2]
-    results[2] = CheckResult(
-        unique.name,
-        name,
-        unique.passed and clashes == 0,
-        f"{unique.detail}, {clashes} keys also in another day's files",
-    )
-    return results
-
-
-def _key_profile(table: DataFrame, key: tuple[str, ...]) -> tuple[int, int, int]:
-    """Rows, rows with a null key part, and distinct non-null keys, in one pass."""
-    key_is_null = F.greatest(*[F.col(k).isNull().cast("int") for k in key], F.lit(0)) == 1
-    row = table.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(key_is_null.cast("long")).alias("null_keys"),
-        F.count_distinct(*[F.col(k) for k in key]).alias("distinct_keys"),
-    ).first()
-    assert row is not None
-    return int(row["rows"]), int(row["null_keys"] or 0), int(row["distinct_keys"])
+    total = profile.rows if total_rows is None else total_rows
+    may_be_empty = not had_events and name in ("songplays", "users", "time")
+    duplicates = profile.rows - profile.null_keys - profile.distinct_keys
+    unique_detail = f"{duplicates} duplicate keys"
+    if total_rows is not None:
+        unique_detail += f", {profile.clashing} keys also in another day's files"
+    return [
+        CheckResult("not empty", name, total > 0 or may_be_empty, f"{total} rows"),
+        CheckResult("key not null", name, profile.null_keys == 0, f"{profile.null_keys} null keys"),
+        CheckResult("key unique", name, duplicates == 0 and profile.clashing == 0, unique_detail),
+    ]
 
 
 def check_foreign_keys(
@@ -138,16 +177,56 @@ def check_foreign_keys(
     ]
 
 
-def count_records(parsed: DataFrame, source: str) -> tuple[int, list[RejectCount]]:
-    """Records of one parsed source, and its rejects by reason (one pass)."""
-    by_reason = parsed.groupBy(transform.REJECT_REASON).count().collect()
+@dataclass
+class RecordCounts:
+    """What counting one parsed source found.
+
+    Attributes:
+        records: Every record (good and rejected).
+        rejects: The rejects, by reason.
+        groups: The distinct values of the ``group`` column among the good records.
+        span: The least and greatest value of the ``span`` column among the good
+            records; None when not asked for or when there is no good record.
+    """
+
+    records: int
+    rejects: list[RejectCount]
+    groups: set[Any]
+    span: tuple[int, int] | None
+
+
+def count_records(
+    parsed: DataFrame, source: str, group: Column | None = None, span: Column | None = None
+) -> RecordCounts:
+    """Records of one parsed source, its rejects by reason, and more on its good ones.
+
+    One job, however much is asked: a daily run learns the months its events fall in
+    (``group``) and the first and last of their times (``span``) while it counts them.
+    """
+    grouped = parsed.groupBy(
+        transform.REJECT_REASON, (group if group is not None else F.lit(None)).alias("group")
+    )
+    bound = span if span is not None else F.lit(None)
+    rows = grouped.agg(
+        F.count(F.lit(1)).alias("count"), F.min(bound).alias("low"), F.max(bound).alias("high")
+    ).collect()
+    by_reason: dict[str | None, int] = {}
+    for row in rows:
+        reason = row[transform.REJECT_REASON]
+        by_reason[reason] = by_reason.get(reason, 0) + int(row["count"])
+    good = [row for row in rows if row[transform.REJECT_REASON] is None]
+    groups = {row["group"] for row in good if row["group"] is not None}
+    lows = [row["low"] for row in good if row["low"] is not None]
+    highs = [row["high"] for row in good if row["high"] is not None]
     rejects = [
-        RejectCount(source, row[transform.REJECT_REASON], int(row["count"]))
-        for row in sorted(by_reason, key=lambda row: str(row[transform.REJECT_REASON]))
-        if row[transform.REJECT_REASON] is not None
+        RejectCount(source, reason, count)
+        for reason, count in sorted(by_reason.items(), key=lambda item: str(item[0]))
+        if reason is not None
     ]
-    records = sum(int(row["count"]) for row in by_reason)
+    records = sum(by_reason.values())
     logger.info("%s: %d records", source, records)
     for reject in rejects:
         logger.warning("rejected %d %s records: %s", reject.count, reject.source, reject.reason)
-    return records, rejects
+    return RecordCounts(
+        records, rejects, groups, (int(min(lows)), int(max(highs))) if lows else None
+    )

@@ -91,6 +91,11 @@ def read_user_state(spark: SparkSession, output_uri: str, schema: Any) -> DataFr
     return spark.read.schema(schema).parquet(uri)
 
 
+# Given more files than this, Spark lists them in a job of its own (on S3, a request
+# per file): past it, the month folders are read whole and the day's files left out.
+MAX_FILES_READ_ONE_BY_ONE = 32
+
+
 def read_other_sets_keys(
     spark: SparkSession,
     spec: TableSpec,
@@ -98,22 +103,43 @@ def read_other_sets_keys(
     manifest: Manifest | None,
     months: list[tuple[int, int]],
     day: str,
-) -> DataFrame:
-    """The keys that file sets other than ``day``'s hold in the given months.
+    span: tuple[int, int] | None,
+) -> DataFrame | None:
+    """The keys that file sets other than ``day``'s may share with the day, in ``months``.
 
-    Only those months' files are read, and only their key columns.
+    A key is an event's (songplays) or its start time (time), so a set can only share
+    one with the day when its span of start times meets the day's ``span``: sets that
+    do not are never read. A set without a recorded span is read. Only key columns are
+    read.
+
+    Returns:
+        The keys of the sets that may clash, or None when no set may.
     """
     entry = manifest.folders.get(spec.name) if manifest else None
+    if entry is None:
+        return None
     prefixes = tuple(f"year={year}/month={month}/" for year, month in months)
+    sets = {s for s in entry.rows if s != day and _spans_meet(entry.spans.get(s), span)}
     files = [
         join_uri(output_uri, spec.name, path)
-        for path, file_set in sorted(entry.files.items() if entry else [])
-        if file_set != day and path.startswith(prefixes)
+        for path, file_set in sorted(entry.files.items())
+        if file_set in sets and path.startswith(prefixes)
     ]
-    key_schema = T.StructType([f for f in spec.schema.fields if f.name in spec.key])
     if not files:
-        return spark.createDataFrame([], key_schema)
-    return spark.read.schema(key_schema).parquet(*files).select(*spec.key)
+        return None
+    key_schema = T.StructType([f for f in spec.schema.fields if f.name in spec.key])
+    if len(files) <= MAX_FILES_READ_ONE_BY_ONE:
+        return spark.read.schema(key_schema).parquet(*files).select(*spec.key)
+    folders = sorted({uri.rsplit("/", 1)[0] for uri in files})
+    keys = spark.read.schema(key_schema).parquet(*folders)
+    return keys.filter(~F.col("_metadata.file_name").startswith(f"{day}.")).select(*spec.key)
+
+
+def _spans_meet(known: list[int] | None, span: tuple[int, int] | None) -> bool:
+    """Whether a set's span of start times may meet the day's (unknown: it may)."""
+    if known is None or span is None:
+        return True
+    return known[0] <= span[1] and span[0] <= known[1]
 
 
 def path_exists(spark: SparkSession, uri: str) -> bool:

@@ -31,11 +31,11 @@ from spark_etl import failpoints, io, transform
 from spark_etl.args import JobArgs
 from spark_etl.catalogue import Catalogue, read_catalogue
 from spark_etl.checks import (
-    check_day_keys,
     check_foreign_keys,
     check_table,
     check_tables,
     count_records,
+    profile_results,
 )
 from spark_etl.errors import (
     DamagedLakeError,
@@ -71,7 +71,7 @@ from spark_etl.summary import (
     last_success_uri,
     summary_uri,
 )
-from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TIME, USERS
+from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TIME, USERS, TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _run_stages(spark: SparkSession, storage: Storage, args: JobArgs, summary: R
         failpoints.reach("staged")
         with _timed(summary, "publish"):
             publish(storage, args.output_uri, publication)
-        events.unpersist()
+        events.frame.unpersist()
         catalogue.unpersist()
     finally:
         storage.delete(staging_uri(args.output_uri, args.run_id))
@@ -213,9 +213,27 @@ def _record_catalogue(catalogue: Catalogue, summary: RunSummary) -> None:
     summary.rejects += catalogue.rejects
 
 
+@dataclass
+class ParsedEvents:
+    """The parsed log lines (kept on local disk), and where a daily run's good events fall.
+
+    Both are found while counting, without a job of their own.
+
+    Attributes:
+        frame: Every parsed line with its reject reason.
+        months: (year, month) of the good events' start times: the month partitions a
+            daily run's plays may fall in.
+        span: The first and last of the good events' start times (epoch ms), or None.
+    """
+
+    frame: DataFrame
+    months: list[tuple[int, int]]
+    span: tuple[int, int] | None
+
+
 def _parse_events(
     spark: SparkSession, logs_uri: str, args: JobArgs, summary: RunSummary
-) -> DataFrame:
+) -> ParsedEvents:
     """Parse the logs once, count them, keep their rejects; return them, kept.
 
     The events go to local disk as they are parsed: held in memory, a few GB of them
@@ -224,13 +242,23 @@ def _parse_events(
     lines = io.read_lines(spark, logs_uri)
     parsed = transform.parse_records(lines, EVENT_FIELD_TYPES, EVENT_REQUIRED)
     parsed = parsed.persist(StorageLevel.DISK_ONLY)
-    records, rejects = count_records(parsed, LOG_SOURCE)
+    month = transform.event_month(F.col("ts")) if args.run_date else None
+    start_ms = F.col("ts") if args.run_date else None
+    counted = count_records(parsed, LOG_SOURCE, month, start_ms)
+    records, rejects = counted.records, counted.rejects
     summary.input_records[LOG_SOURCE] = records
     summary.rejects += rejects
     if args.run_date and records == 0:
         raise EmptyInputError(f"the log file for {args.run_date} ({logs_uri}) holds no record")
-    io.write_rejects(transform.rejected_records(parsed), args.output_uri, LOG_SOURCE, args.run_date)
-    return parsed
+    io.write_rejects(
+        transform.rejected_records(parsed),
+        args.output_uri,
+        LOG_SOURCE,
+        args.run_date,
+        any_rejects=bool(rejects),
+    )
+    months = sorted((m // 100, m % 100) for m in counted.groups)
+    return ParsedEvents(parsed, months, counted.span)
 
 
 def _enforce_reject_threshold(summary: RunSummary, args: JobArgs) -> None:
@@ -256,14 +284,20 @@ def _enforce_reject_threshold(summary: RunSummary, args: JobArgs) -> None:
 
 @dataclass
 class StagedRun:
-    """What a run staged, and (daily) the keys the other days' sets hold in its months."""
+    """What a run staged, and (daily) the other days' keys its day's rows clashed with.
+
+    Attributes:
+        clashes: By table, the keys other days' file sets hold that the day's rows held
+            too (kept: a handful of rows), or None where no other set could hold one.
+            None for a full run.
+    """
 
     plays: StagedFolder
     times: StagedFolder
     state: StagedFolder
     users: StagedFolder
     catalogue: list[StagedFolder]
-    other_keys: dict[str, DataFrame] | None = None  # None: a full run
+    clashes: dict[str, DataFrame | None] | None = None
 
     def folders(self) -> list[StagedFolder]:
         return [*self.catalogue, self.plays, self.times, self.state, self.users]
@@ -274,22 +308,24 @@ def _stage_tables(
     args: JobArgs,
     summary: RunSummary,
     catalogue: Catalogue,
-    parsed_events: DataFrame,
+    parsed_events: ParsedEvents,
     manifest: Manifest | None,
 ) -> StagedRun:
     """Build every table the run changes into staging, and check it there."""
-    events = transform.good_records(parsed_events)
+    events = transform.good_records(parsed_events.frame)
     with _timed(summary, "songs and artists"):
         staged_catalogue = catalogue.stage(spark, args)
     with _timed(summary, "songplays and time"):
         if args.run_date:
-            plays, times, other = _stage_day(spark, args, events, catalogue, manifest)
+            plays, times, clashes = _stage_day(
+                spark, args, events, catalogue, manifest, parsed_events
+            )
         else:
             plays, times = _stage_all_days(spark, args, events, catalogue, summary)
-            other = None
+            clashes = None
     with _timed(summary, "users"):
         state, users = _stage_users(spark, args, events, manifest)
-    staged = StagedRun(plays, times, state, users, staged_catalogue, other)
+    staged = StagedRun(plays, times, state, users, staged_catalogue, clashes)
     with _timed(summary, "post-load checks"):
         _check_staged(summary, catalogue, staged, manifest)
     return staged
@@ -320,28 +356,53 @@ def _stage_day(
     events: DataFrame,
     catalogue: Catalogue,
     manifest: Manifest | None,
-) -> tuple[StagedFolder, StagedFolder, dict[str, DataFrame]]:
+    parsed: ParsedEvents,
+) -> tuple[StagedFolder, StagedFolder, dict[str, DataFrame | None]]:
     """Daily run: the day's file set of songplays and time, without events other days hold.
 
+    The other sets that may hold one of the day's keys (:func:`io.read_other_sets_keys`)
+    are scanned once, for the few keys that clash with the day's; those are kept for
+    the checks, which never scan the sets again. Usually no other set may: its days'
+    events happened on other days.
+
     Returns:
-        The staged plays and times, and the keys the other days' sets hold in the months
-        the day touches (for the checks).
+        The staged plays and times, and by table the other days' keys that clashed
+        (None: no other set could hold one).
     """
     day = args.run_date.isoformat() if args.run_date else ""
     with_day = events.withColumn(transform.LOG_DAY, F.lit(day))
     plays = transform.build_songplays(with_day, catalogue.song_lookup(), keep=(transform.LOG_DAY,))
-    months = sorted(
-        (r["year"], r["month"]) for r in plays.select("year", "month").distinct().collect()
-    )
-    other = {
-        spec.name: io.read_other_sets_keys(spark, spec, args.output_uri, manifest, months, day)
-        for spec in (SONGPLAYS, TIME)
-    }
-    new_plays = transform.without_keys(plays, other[SONGPLAYS.name], SONGPLAYS.key)
-    staged_plays = stage_by_day(spark, new_plays, SONGPLAYS, args, None)
+    keys = transform.songplay_keys(events)  # the probe needs no matching with the catalogue
+    play_clashes = _clashes(spark, SONGPLAYS, args, manifest, parsed, keys)
+    new_plays = _without(plays, play_clashes, SONGPLAYS)
+    staged_plays = stage_by_day(spark, new_plays, SONGPLAYS, args, None, play_clashes)
     times = transform.build_time(staged_plays.frame, keep=(transform.LOG_DAY,))
-    new_times = transform.without_keys(times, other[TIME.name], TIME.key)
-    return staged_plays, stage_by_day(spark, new_times, TIME, args, None), other
+    time_clashes = _clashes(spark, TIME, args, manifest, parsed, times)
+    new_times = _without(times, time_clashes, TIME)
+    staged_times = stage_by_day(spark, new_times, TIME, args, None, time_clashes)
+    return staged_plays, staged_times, {SONGPLAYS.name: play_clashes, TIME.name: time_clashes}
+
+
+def _clashes(
+    spark: SparkSession,
+    spec: TableSpec,
+    args: JobArgs,
+    manifest: Manifest | None,
+    parsed: ParsedEvents,
+    day_keys: DataFrame,
+) -> DataFrame | None:
+    """The keys other days' sets hold that ``day_keys`` hold too, kept; None if none may."""
+    day = args.run_date.isoformat() if args.run_date else ""
+    other = io.read_other_sets_keys(
+        spark, spec, args.output_uri, manifest, parsed.months, day, parsed.span
+    )
+    if other is None:
+        return None
+    return transform.clashing_keys(other, day_keys, spec.key).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _without(rows: DataFrame, clashes: DataFrame | None, spec: TableSpec) -> DataFrame:
+    return rows if clashes is None else transform.without_keys(rows, clashes, spec.key)
 
 
 def _stage_users(
@@ -371,7 +432,7 @@ def _check_staged(
     )
     play_rows = staged.plays.frame.drop(transform.LOG_DAY)
     time_rows = staged.times.frame.drop(transform.LOG_DAY)
-    if staged.other_keys is None:
+    if staged.clashes is None:
         tables = {
             SONGPLAYS.name: play_rows,
             TIME.name: time_rows,
@@ -394,24 +455,29 @@ def _daily_checks(
 ) -> list[CheckResult]:
     """A daily run checks its day's rows with every row they could clash with.
 
-    Keys: the day's rows together with the other sets' keys in the touched months.
+    Keys: the day's rows as profiled when staged, none of them among the other sets'
+    keys that clashed with the day (what the staging probed the months for: a staged
+    key held by another set is among them, since the staged rows are the day's rows
+    less those).
     Foreign keys: the day's plays against the catalogue the run matched with, the
-    users it publishes and every time key of the touched months. songs and artists
-    only when the run rebuilt them.
+    users it publishes, and the day's times with the other sets' times they share.
+    songs and artists only when the run rebuilt them.
     """
-    other = staged.other_keys or {}
+    clashes = staged.clashes or {}
     results = []
-    for spec, folder in ((SONGPLAYS, staged.plays), (TIME, staged.times)):
-        keys = folder.frame.select(*spec.key)
+    for folder in (staged.plays, staged.times):
+        assert folder.profile is not None  # a day's set is profiled as it is staged
         total = _rows_after(manifest, folder)
-        results += check_day_keys(spec.name, keys, other[spec.name], had_events, total)
+        results += profile_results(folder.folder, folder.profile, had_events, total)
     results += check_table(USERS.name, staged.users.frame, had_events)[1]
     for name, frame in catalogue.tables().items():
         results += check_table(name, frame, had_events)[1]
     dimensions = catalogue.dimension_keys()
     plays = staged.plays.frame.drop(transform.LOG_DAY)
-    other_times = transform.clashing_keys(other[TIME.name], plays, TIME.key)
-    times = staged.times.frame.select("start_time").unionByName(other_times)
+    times = staged.times.frame.select("start_time")
+    other_times = clashes[TIME.name]
+    if other_times is not None:
+        times = times.unionByName(other_times)
     results += check_foreign_keys(
         plays,
         [

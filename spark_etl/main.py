@@ -7,12 +7,15 @@ Nothing is read at import time: the module is imported on the cluster by the ent
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from spark_etl.args import parse_args
+from spark_etl.args import JobArgs, parse_args
 from spark_etl.errors import JobError, describe_error
+from spark_etl.lake import day_log_uri
 from spark_etl.lease import refuse_if_held_locally
+from spark_etl.storage import local_path
 from spark_etl.summary import RunSummary, summary_uri
 
 logger = logging.getLogger("spark_etl")
@@ -38,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from spark_etl.job import run_job
         from spark_etl.session import create_session
 
-        spark = create_session()
+        spark = create_session(input_bytes=daily_input_bytes(args))
         try:
             summary = run_job(spark, args)
         finally:
@@ -50,6 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(one_line_report(summary), flush=True)
     return 0
+
+
+def daily_input_bytes(args: JobArgs) -> int | None:
+    """The size of a daily run's log file when it is local; None otherwise (unknown)."""
+    if args.run_date is None:
+        return None
+    path = local_path(day_log_uri(args.logs_uri, args.run_date))
+    try:
+        return os.path.getsize(path) if path else None
+    except OSError:  # missing: the run says so itself, with its own message
+        return None
 
 
 def one_line_report(summary: RunSummary) -> str:

@@ -56,6 +56,9 @@ class FolderEntry:
     files: dict[str, str] = field(default_factory=dict)  # relative path -> file set
     sizes: dict[str, int] = field(default_factory=dict)  # relative path -> bytes
     rows: dict[str, int] = field(default_factory=dict)  # file set -> rows
+    # file set -> [first, last] start time (epoch ms) of an event table's set: a daily
+    # run reads another set's keys only when its span meets the day's.
+    spans: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def total_rows(self) -> int:

@@ -7,7 +7,7 @@ was written, so the checks see the files that will be published.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_etl.args import JobArgs
+from spark_etl.checks import KeyProfile, key_profile, span_columns
 from spark_etl.lake import join_uri
 from spark_etl.publication import WHOLE_SET, FolderEntry, Manifest, Publication, staging_uri
 from spark_etl.storage import Storage, StoredFile
@@ -36,6 +37,8 @@ class StagedFolder:
         rows: Rows per file set (log day, or :data:`WHOLE_SET`).
         replaces_sets: The file sets the run replaces; None when it replaces the folder.
         by_day: Whether the folder keeps one file set per log day.
+        profile: A daily run's day: its key profile, taken as it was counted.
+        spans: First and last start time (epoch ms) per file set of an event table.
     """
 
     folder: str
@@ -43,12 +46,24 @@ class StagedFolder:
     rows: dict[str, int]
     replaces_sets: tuple[str, ...] | None
     by_day: bool
+    profile: KeyProfile | None = None
+    spans: dict[str, list[int]] = field(default_factory=dict)
 
 
 def stage_by_day(
-    spark: SparkSession, frame: DataFrame, spec: TableSpec, args: JobArgs, rows: int | None
+    spark: SparkSession,
+    frame: DataFrame,
+    spec: TableSpec,
+    args: JobArgs,
+    rows: int | None,
+    clashing_keys: DataFrame | None = None,
 ) -> StagedFolder:
-    """Stage an event table with a ``log_day`` folder level below its partitions."""
+    """Stage an event table with a ``log_day`` folder level below its partitions.
+
+    A daily run (``args.run_date``) stages one day: its rows are counted in the same job
+    as its key is profiled (:func:`spark_etl.checks.key_profile`, against
+    ``clashing_keys``), and the profile is kept for the checks.
+    """
     uri = staging_uri(args.output_uri, args.run_id, spec.name)
     partitions = [*spec.partition_by, LOG_DAY]
     files_per_partition = max(1, -(-(rows or 0) // ROWS_PER_FILE))
@@ -57,9 +72,18 @@ def stage_by_day(
     _writer(spread_out).partitionBy(*partitions).parquet(uri)
     schema = T.StructType([*spec.schema.fields, T.StructField(LOG_DAY, T.StringType())])
     staged = spark.read.schema(schema).parquet(uri)
-    counts = {row[LOG_DAY]: int(row["count"]) for row in staged.groupBy(LOG_DAY).count().collect()}
-    day = args.run_date.isoformat() if args.run_date else None
-    return StagedFolder(spec.name, staged, counts, (day,) if day else None, by_day=True)
+    if args.run_date is None:
+        counts = staged.groupBy(LOG_DAY).agg(F.count(F.lit(1)).alias("count"), *span_columns())
+        by_day, spans = {}, {}
+        for row in counts.collect():
+            by_day[row[LOG_DAY]] = int(row["count"])
+            if row["low"] is not None:
+                spans[row[LOG_DAY]] = [int(row["low"]), int(row["high"])]
+        return StagedFolder(spec.name, staged, by_day, None, by_day=True, spans=spans)
+    day = args.run_date.isoformat()
+    profile = key_profile(staged, spec.key, clashing_keys, with_span=True)
+    spans = {day: profile.span} if profile.span else {}
+    return StagedFolder(spec.name, staged, {day: profile.rows}, (day,), True, profile, spans)
 
 
 def stage_whole(
@@ -130,6 +154,7 @@ def _plan_folder(
             {p: s for p, s in old.files.items() if s not in folder.replaces_sets},
             {p: n for p, n in old.sizes.items() if old.files[p] not in folder.replaces_sets},
             {s: n for s, n in old.rows.items() if s not in folder.replaces_sets},
+            {s: span for s, span in old.spans.items() if s not in folder.replaces_sets},
         )
     staged_root = staging_uri(args.output_uri, args.run_id, folder.folder)
     for stored in _data_files(storage.list_files(staged_root)):
@@ -142,6 +167,7 @@ def _plan_folder(
         storage.requests.files_written += 1
         storage.requests.bytes_written += stored.size
     entry.rows.update({s: n for s, n in folder.rows.items() if n})
+    entry.spans.update({s: span for s, span in folder.spans.items() if folder.rows.get(s)})
     publication.retired += [join_uri(published_uri, path) for path in retired]
     publication.manifest.folders[folder.folder] = entry
 

@@ -22,6 +22,8 @@ LINE = "line"
 # as 200.01 - 200.00 = 0.010000000000019 on the inclusive side of the rule.
 DURATION_TOLERANCE = 0.01 + 1e-9
 # The latest event of a user: largest ts, then sessionId, then itemInSession (rule 3).
+# The fields that identify an event: a play logged twice is one play (rule 2).
+PLAY_IDENTITY = ("userId", "sessionId", "itemInSession", "ts")
 USER_STATE_ORDER = ("ts", "session_id", "item_in_session")
 USER_STATE_COLUMNS = (*USER_STATE_ORDER, "first_name", "last_name", "gender", "level")
 
@@ -161,9 +163,7 @@ def build_songplays(
         keep: Bookkeeping columns of ``events`` to carry after the table's columns
             (:data:`LOG_DAY`); of duplicate events, any copy's values are kept.
     """
-    plays = events.filter(F.col("page") == "NextSong").dropDuplicates(
-        ["userId", "sessionId", "itemInSession", "ts"]
-    )
+    plays = events.filter(F.col("page") == "NextSong").dropDuplicates(list(PLAY_IDENTITY))
     lookup = F.broadcast(song_lookup)
     joined = plays.join(
         lookup,
@@ -179,7 +179,7 @@ def build_songplays(
     start_time = F.expr("timestamp_millis(ts)")
     return _conform(
         joined.select(
-            songplay_id(F.col("userId"), F.col("sessionId"), F.col("itemInSession"), F.col("ts")),
+            songplay_id(*[F.col(c) for c in PLAY_IDENTITY]),
             start_time.alias("start_time"),
             F.col("userId").alias("user_id"),
             "level",
@@ -195,6 +195,21 @@ def build_songplays(
         SONGPLAYS,
         keep,
     )
+
+
+def event_month(ts: Column) -> Column:
+    """``year * 100 + month`` of an event's start time (``ts``, ms): its songplays partition."""
+    start = F.timestamp_millis(ts)
+    return F.year(start) * 100 + F.month(start)
+
+
+def songplay_keys(events: DataFrame) -> DataFrame:
+    """The ``songplay_id`` of every play in ``events`` (repeated when an event is).
+
+    These are :func:`build_songplays`' keys, found without matching plays to the catalogue.
+    """
+    plays = events.filter(F.col("page") == "NextSong")
+    return plays.select(songplay_id(*[F.col(c) for c in PLAY_IDENTITY]))
 
 
 def songplay_id(user_id: Column, session_id: Column, item_in_session: Column, ts: Column) -> Column:
@@ -273,22 +288,20 @@ def merge_user_states(*states: DataFrame) -> DataFrame:
     return combined.groupBy("user_id").agg(latest).select("user_id", "latest.*")
 
 
-def without_keys(new_rows: DataFrame, other_keys: DataFrame, key: tuple[str, ...]) -> DataFrame:
-    """The new rows whose key no other file set holds (a duplicate event counts once).
-
-    The day is small and the month it merges into is large: the day's keys are
-    broadcast to pick the month's few clashing keys, so the month is scanned once and
-    never shuffled.
-    """
-    return new_rows.join(
-        F.broadcast(clashing_keys(other_keys, new_rows, key)), list(key), "left_anti"
-    )
-
-
 def clashing_keys(other_keys: DataFrame, new_rows: DataFrame, key: tuple[str, ...]) -> DataFrame:
-    """The keys of ``other_keys`` that ``new_rows`` hold too (the new side broadcast)."""
+    """The keys of ``other_keys`` that ``new_rows`` hold too.
+
+    The new rows (a day) are few and the other keys (the rest of their months) many:
+    the new keys are broadcast to pick the few clashing ones, so the month is scanned
+    once and never shuffled.
+    """
     new_keys = F.broadcast(new_rows.select(*key).distinct())
     return other_keys.select(*key).join(new_keys, list(key), "left_semi")
+
+
+def without_keys(rows: DataFrame, keys: DataFrame, key: tuple[str, ...]) -> DataFrame:
+    """``rows`` whose key is not among ``keys`` (few: broadcast)."""
+    return rows.join(F.broadcast(keys), list(key), "left_anti")
 
 
 def build_users(user_state: DataFrame) -> DataFrame:

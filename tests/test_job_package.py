@@ -19,6 +19,7 @@ SHIPPED_MODULES = [
     "spark_etl/failpoints.py",
     "spark_etl/io.py",
     "spark_etl/job.py",
+    "spark_etl/jvm_archive.py",
     "spark_etl/lake.py",
     "spark_etl/lease.py",
     "spark_etl/main.py",
