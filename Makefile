@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: demo test lint setup check-java clean blocks deploy alerts serve server worker query bench \
-	bench-large bench-daily local-fs-jar emr-spark rehearse-emr fault-test jvm-archive
+	bench-large bench-daily bench-kill local-fs-jar emr-spark rehearse-emr fault-test jvm-archive
 
 demo: check-java jvm-archive ## Generate the sample lake (once) and run the songs_etl flow on local Spark
 	$(PY) flows/songs_etl.py
@@ -97,6 +97,9 @@ bench-large: check-java ## The same on lake L (50k songs, 10M events; ~20 min on
 
 bench-daily: check-java jvm-archive ## A full run, then a daily run of a mid-month day, on lakes M and L (~20 min)
 	$(PY) bench/daily.py --sizes M L --repeats 2
+
+bench-kill: check-java ## Kill a daily run at 10 moments and re-run it at once: refusals, waits, tables (~10 min)
+	$(PY) bench/kill_rerun.py
 
 LOCAL_FS_DIR := spark_etl/localfs
 local-fs-jar: setup ## Rebuild the local file system jar from its source (needs javac 17+)

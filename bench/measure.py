@@ -52,15 +52,20 @@ def measure(command: Sequence[str], env: dict[str, str] | None = None) -> Measur
 
 def tree_rss_bytes(root_pid: int) -> int:
     """Resident memory of ``root_pid`` and all its descendants, in bytes."""
+    return sum(_rss_bytes(pid) for pid in [root_pid, *descendants(root_pid)])
+
+
+def descendants(root_pid: int) -> list[int]:
+    """Every live process below ``root_pid`` (children, theirs, and so on)."""
     children: dict[int, list[int]] = {}
     for pid, parent in _processes():
         children.setdefault(parent, []).append(pid)
-    total, pending = 0, [root_pid]
+    found, pending = [], list(children.get(root_pid, []))
     while pending:
         pid = pending.pop()
-        total += _rss_bytes(pid)
+        found.append(pid)
         pending += children.get(pid, [])
-    return total
+    return found
 
 
 def _processes() -> list[tuple[int, int]]:

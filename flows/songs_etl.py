@@ -12,6 +12,7 @@ lake; ``runner="emr"`` runs the same job on a transient EMR cluster, and
 # Prefect could not validate the parameters of any run. Evaluated annotations travel.
 
 import sys
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -58,7 +59,11 @@ from tasks.emr_serverless import (
 from tasks.glue import register_tables_in_glue
 from tasks.local_spark import ensure_sample_lake, run_spark_job_locally, validate_local_inputs
 from tasks.ops.cost import RunCost
-from tasks.output_lock import DEFAULT_OUTPUT_WAIT_MINUTES, hold_output
+from tasks.output_lock import (
+    DEFAULT_OUTPUT_WAIT_MINUTES,
+    find_lease_to_take_over,
+    hold_output,
+)
 from tasks.reporting import publish_run_report
 from tasks.schedule import resolve_run_date
 
@@ -144,7 +149,12 @@ def songs_etl(
         max_reject_ratio=max_reject_ratio,
     )
     # One writer per output: a second run on this output waits here (docs/operations.md).
-    with hold_output(output_uri, output_lock_wait_minutes, PROJECT_ROOT):
+    with hold_output(output_uri, output_lock_wait_minutes, PROJECT_ROOT) as location:
+        job_args = replace(
+            job_args,
+            flow_run_id=current_flow_run.id or "",
+            take_over_from=find_lease_to_take_over(location, aws_credentials_block),
+        )
         if runner == "local":
             summary = _run_locally(job_args)
             publish_run_report(summary)

@@ -27,6 +27,8 @@ OUTPUT_FLAG = "--output"
 DATE_FLAG = "--date"
 MAX_REJECT_RATIO_FLAG = "--max-reject-ratio"
 RUN_ID_FLAG = "--run-id"
+FLOW_RUN_FLAG = "--flow-run-id"
+TAKE_OVER_FLAG = "--take-over-from"
 
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 # A comma would split spark-submit's --py-files and Spark's path lists; a control
@@ -50,6 +52,9 @@ class JobArgs:
         run_date: Day of a daily incremental run, or None for a full run.
         max_reject_ratio: Share of rejected input records above which the run fails.
         run_id: Names the run summary ``<output>/_runs/<run_id>.json``.
+        flow_run_id: The Prefect flow run that starts the job, named in its lease.
+        take_over_from: A run whose flow run Prefect reports ended: the job takes over
+            that run's lease at once instead of waiting for it to expire.
     """
 
     songs_uri: str
@@ -58,13 +63,18 @@ class JobArgs:
     run_date: date | None = None
     max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO
     run_id: str = field(default_factory=new_run_id)
+    flow_run_id: str = ""
+    take_over_from: str = ""
 
     def to_argv(self) -> list[str]:
         """The command line that :func:`parse_args` turns back into these arguments."""
         argv = [SONGS_FLAG, self.songs_uri, LOGS_FLAG, self.logs_uri, OUTPUT_FLAG, self.output_uri]
         if self.run_date is not None:
             argv += [DATE_FLAG, self.run_date.isoformat()]
-        return [*argv, MAX_REJECT_RATIO_FLAG, repr(self.max_reject_ratio), RUN_ID_FLAG, self.run_id]
+        argv += [MAX_REJECT_RATIO_FLAG, repr(self.max_reject_ratio), RUN_ID_FLAG, self.run_id]
+        optional = ((FLOW_RUN_FLAG, self.flow_run_id), (TAKE_OVER_FLAG, self.take_over_from))
+        argv += [part for flag, value in optional if value for part in (flag, value)]
+        return argv
 
     def with_locations(self, songs_uri: str, logs_uri: str, output_uri: str) -> JobArgs:
         """The same run reading and writing elsewhere (the local runner's resolved paths)."""
@@ -103,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="name of the run summary under <output>/_runs/ (default: UTC time + random suffix)",
     )
+    parser.add_argument(
+        FLOW_RUN_FLAG,
+        type=_run_id,
+        default=None,
+        help="the Prefect flow run that starts the job, named in the output's lease",
+    )
+    parser.add_argument(
+        TAKE_OVER_FLAG,
+        type=_run_id,
+        default=None,
+        metavar="RUN_ID",
+        help="take over the lease of this run at once: its flow run ended (the flow checks)",
+    )
     return parser
 
 
@@ -120,6 +143,8 @@ def parse_args(argv: Sequence[str] | None = None) -> JobArgs:
         run_date=namespace.date,
         max_reject_ratio=namespace.max_reject_ratio,
         run_id=namespace.run_id or new_run_id(),
+        flow_run_id=namespace.flow_run_id or "",
+        take_over_from=namespace.take_over_from or "",
     )
 
 

@@ -45,7 +45,7 @@ from spark_etl.errors import (
     describe_error,
 )
 from spark_etl.lake import LOG_SOURCE, SONG_SOURCE, day_log_uri
-from spark_etl.lease import OutputLease
+from spark_etl.lease import OutputLease, lease_store_for
 from spark_etl.publication import (
     FULL_RUN_REPAIR,
     SONG_LOOKUP,
@@ -102,10 +102,16 @@ def run_job(spark: SparkSession, args: JobArgs) -> RunSummary:
     storage = Storage(spark)
     started = time.monotonic()
     try:
-        lease = OutputLease(storage, args.output_uri, args.run_id)
+        lease = OutputLease(
+            lease_store_for(storage, args.output_uri),
+            args.output_uri,
+            args.run_id,
+            flow_run_id=args.flow_run_id,
+            take_over_from=args.take_over_from,
+        )
         lease.acquire()
         try:
-            _run_stages(spark, storage, args, summary)
+            _run_stages(spark, storage, args, summary, lease)
         finally:
             lease.release()
     except BaseException as err:
@@ -137,7 +143,9 @@ def _new_summary(args: JobArgs) -> RunSummary:
     )
 
 
-def _run_stages(spark: SparkSession, storage: Storage, args: JobArgs, summary: RunSummary) -> None:
+def _run_stages(
+    spark: SparkSession, storage: Storage, args: JobArgs, summary: RunSummary, lease: OutputLease
+) -> None:
     """Recover, check, build into staging, check, publish; staging never outlives the run."""
     with _timed(summary, "recover and check the lake"):
         manifest = _recover_and_check(storage, args)
@@ -157,6 +165,7 @@ def _run_stages(spark: SparkSession, storage: Storage, args: JobArgs, summary: R
         summary.status = SUCCEEDED
         publication.summary_json = summary.to_json()
         failpoints.reach("staged")
+        lease.ensure_held()  # a run that lost its lease while it built publishes nothing
         with _timed(summary, "publish"):
             publish(storage, args.output_uri, publication)
         events.frame.unpersist()

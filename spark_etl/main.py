@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         # A second run on a local output stops here, before paying for a JVM.
-        refuse_if_held_locally(args.output_uri, args.run_id)
+        refuse_if_held_locally(args.output_uri, args.run_id, args.take_over_from)
         # Imported here so that argument errors never pay for starting the JVM.
         from spark_etl.job import run_job
         from spark_etl.session import create_session

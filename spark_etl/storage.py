@@ -16,6 +16,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 LIST_PAGE = 1000  # keys per S3 ListObjectsV2 page
+_VIEWFS_OVERLOAD = "org.apache.hadoop.fs.viewfs.ViewFileSystemOverloadScheme"
 
 
 @dataclass(frozen=True)
@@ -188,27 +189,22 @@ class Storage:
         self.write_text(temporary, text)
         os.replace(temporary, local)
 
-    def create_exclusively(self, uri: str, text: str) -> bool:
-        """Create a small file only when it does not exist yet; False when it did.
+    def local_mirror(self, uri: str) -> str | None:
+        """The local path Hadoop serves a remote ``uri`` from, or None.
 
-        A local file is created with O_EXCL, which the operating system makes atomic. On
-        S3 (EMRFS) there is no such create: the caller reads the file back to confirm.
+        Hadoop's ViewFs can serve a scheme's buckets from local folders (the EMR rehearsal
+        serves ``s3://`` so); files that are local underneath are handled as local files.
         """
-        local = local_path(uri)
-        if local is not None:
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            try:
-                handle = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            self.requests.put += 1
-            return True
-        if self.exists(uri):
-            return False
-        self.write_text(uri, text)
-        return True
+        scheme, separator, rest = uri.partition("://")
+        if not separator:
+            return None
+        conf = self._spark.sparkContext._jsc.hadoopConfiguration()
+        if conf.get(f"fs.{scheme}.impl") != _VIEWFS_OVERLOAD:
+            return None
+        bucket, _, key = rest.partition("/")
+        target = conf.get(f"fs.viewfs.mounttable.{bucket}.linkFallback")
+        folder = local_path(str(target)) if target and str(target).startswith("file:") else None
+        return os.path.join(folder, key) if folder is not None else None
 
     def _filesystem(self, uri: str) -> tuple[Any, Any]:
         path = self._path(uri)

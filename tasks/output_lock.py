@@ -8,7 +8,9 @@ its output while it runs the job and registers the tables; a second run on the s
 output waits, saying so in its log, and stops with an error after a bounded wait.
 
 The job also takes a lease under ``<output>/_state/``: the second guard, for writers no
-Prefect API sees (a spark-submit by hand, ``python -m spark_etl``).
+Prefect API sees (a spark-submit by hand, ``python -m spark_etl``). A lease left by a run
+whose flow run Prefect reports ended is named to the job, which takes it over at once
+(:func:`find_lease_to_take_over`) instead of waiting for it to expire.
 """
 
 from __future__ import annotations
@@ -22,14 +24,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from prefect import get_run_logger
+from botocore.exceptions import ClientError
+from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder, StateType
 from prefect.concurrency.asyncio import AcquireConcurrencySlotTimeoutError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
+
+from spark_etl.lease import lease_uri, parse_holder
+from spark_etl.lease_store import LeaseStore, LocalLeaseStore
+from spark_etl.s3_lease import S3LeaseStore
+from tasks.aws import aws_clients
 
 if TYPE_CHECKING:
     from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
@@ -42,6 +50,11 @@ _S3_SCHEMES = frozenset({"s3", "s3a", "s3n"})
 _WAIT_LOG_SECONDS = 60.0
 # The shortest single attempt: a slot that is free is taken within it.
 _MIN_ATTEMPT_SECONDS = 2.0
+# How long the slot of a flow whose process died stays taken: the server frees it once
+# its lease expires (and its repossessor, every 15 s, looks). Renewed every 45 s.
+_SLOT_LEASE_SECONDS = 60.0
+# A flow run in one of these states runs no job any more: its job lease may be taken over.
+_ENDED_STATES = frozenset({StateType.CRASHED, StateType.FAILED, StateType.CANCELLED})
 
 
 class OutputBusyError(Exception):
@@ -85,7 +98,7 @@ def hold_output(output_uri: str, wait_minutes: float, relative_to: Path) -> Iter
 
     The limit (of one slot) is created when missing. The slot is a lease the flow
     renews while it runs; if the flow's process dies, the server frees it when the lease
-    expires (five minutes).
+    expires (about a minute).
 
     Args:
         output_uri: The run's output location.
@@ -158,6 +171,7 @@ def _acquire(
                     name,
                     occupy=1,
                     timeout_seconds=min(_WAIT_LOG_SECONDS, max(remaining, _MIN_ATTEMPT_SECONDS)),
+                    lease_duration=_SLOT_LEASE_SECONDS,
                     strict=True,  # the limit was just made: if it is gone, say so
                     holder=_holder(),
                     # A renewal that fails once (an API hiccup) must not kill a job that is
@@ -181,3 +195,58 @@ def _holder() -> ConcurrencyLeaseHolder | None:
     """This flow run, named as the slot's holder (shown by the API), when in a flow run."""
     run_id = flow_run.id
     return ConcurrencyLeaseHolder(type="flow_run", id=UUID(run_id)) if run_id else None
+
+
+@task
+def find_lease_to_take_over(output_location: str, aws_credentials_block: str) -> str:
+    """The run whose job lease on the output the job may take over at once, or "".
+
+    That is a run whose flow run Prefect reports crashed, failed or cancelled, or an
+    earlier attempt of this flow run: none of them runs the job any more, so the job need
+    not wait for the lease to expire. A holder Prefect knows nothing of is left to expiry.
+
+    Args:
+        output_location: The output, normalised (:func:`normalise_output_uri`).
+        aws_credentials_block: The ``AwsCredentials`` block that reads an S3 output.
+    """
+    try:
+        holder = parse_holder(_lease_store(output_location, aws_credentials_block).read()[0])
+    except (OSError, ClientError) as err:  # the job reads the lease itself and decides
+        get_run_logger().warning("Could not read the job lease on %s: %s", output_location, err)
+        return ""
+    if holder is None or not holder.flow_run_id:
+        return ""
+    if holder.flow_run_id == flow_run.id:
+        ended = "is an earlier attempt of this flow run"
+    else:
+        state = _flow_run_state(holder.flow_run_id)
+        if state not in _ENDED_STATES:
+            return ""
+        ended = f"ended {state.value}"
+    get_run_logger().warning(
+        "The job takes over the lease of %s at once: its flow run %s", holder.describe(), ended
+    )
+    return holder.run_id
+
+
+def _lease_store(output_location: str, aws_credentials_block: str) -> LeaseStore:
+    """The lease's store, read as the flow's own credentials allow."""
+    uri = lease_uri(output_location)
+    if not uri.startswith("s3://"):
+        return LocalLeaseStore(uri)
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return S3LeaseStore(aws_clients(aws_credentials_block).s3, bucket, key)
+
+
+def _flow_run_state(flow_run_id: str) -> StateType | None:
+    """The state of a flow run this Prefect API knows; None for one it does not."""
+    try:
+        identifier = UUID(flow_run_id)
+    except ValueError:
+        return None
+    with get_client(sync_client=True) as client:
+        try:
+            state = client.read_flow_run(identifier).state
+        except ObjectNotFound:
+            return None
+    return state.type if state else None

@@ -1,20 +1,25 @@
 """Contract rule 9: a run killed at any moment loses nothing, and one run writes at a time.
 
-Each test starts the real job (``python -m spark_etl``) as its own process tree, holds it
-at a named point (:mod:`spark_etl.failpoints`), kills the whole tree with SIGKILL, and
-then reads every table the way readers do (names beginning with ``_`` or ``.`` skipped).
+Each test starts the real job (``python -m spark_etl``) under a supervisor process, holds
+it at a named point (:mod:`spark_etl.failpoints`), kills the whole process group with
+SIGKILL, supervisor included, so that the job is left a zombie for a while, and then
+reads every table the way readers do (names beginning with ``_`` or ``.`` skipped). The
+next run must take the dead run's lease over at once, zombie or not.
 The runs before and after the kill use the test session in-process. Three job processes
 in all (~15 s each).
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -22,15 +27,19 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
+from bench.measure import descendants
 from spark_etl.args import JobArgs
 from spark_etl.failpoints import HOLD_AT, HOLD_MARKER
 from spark_etl.job import run_job
-from spark_etl.lease import lease_uri
+from spark_etl.lease import lease_uri, refuse_if_held_locally
 from spark_etl.publication import JOURNAL_FILE, STAGING_FOLDER
 from tests.test_job import DAYS, catalogue, day_events, job_args, read_tables, write_lake
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HOLD_TIMEOUT_SECONDS = 180
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
+# The job's parent: it runs the job and waits for it, as a supervisor does.
+SUPERVISOR = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +74,30 @@ def three_days(spark: SparkSession, lake: Path, tmp_path_factory: pytest.TempPat
     return merged_output(spark, lake, tmp_path_factory.mktemp("three"), (DAYS[0], DAYS[3], DAYS[2]))
 
 
+@pytest.fixture
+def orphans_stay_zombies() -> Iterator[None]:
+    """Orphans of this test are re-parented to it, which does not reap them at once.
+
+    Killed with its supervisor, a job is re-parented to PID 1 (or to the nearest
+    subreaper) and stays a zombie until that process reaps it: in most containers, a
+    while. Making the test process the subreaper keeps the job a zombie until the test
+    reaps it, so the next run meets the holder's process as supervisors leave it.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
+    yield
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
 def start_held_run(args: JobArgs, point: str, marker: Path) -> subprocess.Popen[str]:
-    """The job as a process tree of its own, waiting at ``point`` once it gets there."""
+    """The job under a supervisor process, in a process group of their own, held at ``point``.
+
+    The supervisor is the job's parent, as a Prefect worker, systemd or a container runtime
+    is: a kill of the group ends it too, and the job is left to be reaped by someone else.
+    """
     env = {**os.environ, HOLD_AT: point, HOLD_MARKER: str(marker), "PYSPARK_PYTHON": sys.executable}
     process = subprocess.Popen(
-        [sys.executable, "-m", "spark_etl", *args.to_argv()],
+        [sys.executable, "-c", SUPERVISOR, sys.executable, "-m", "spark_etl", *args.to_argv()],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -80,7 +108,7 @@ def start_held_run(args: JobArgs, point: str, marker: Path) -> subprocess.Popen[
     deadline = time.monotonic() + HOLD_TIMEOUT_SECONDS
     while not marker.exists():
         if process.poll() is not None or time.monotonic() > deadline:
-            kill_tree(process)
+            reap(kill_group(process))
             pytest.fail(
                 f"the run never reached {point}: {process.stderr.read() if process.stderr else ''}"
             )
@@ -88,13 +116,47 @@ def start_held_run(args: JobArgs, point: str, marker: Path) -> subprocess.Popen[
     return process
 
 
-def kill_tree(process: subprocess.Popen[str]) -> None:
-    """SIGKILL the run's whole process group (python driver and JVM), as a crash would."""
+def kill_group(process: subprocess.Popen[str]) -> list[int]:
+    """SIGKILL the run's process group (supervisor, job, JVM), as supervisors end a job.
+
+    Only the supervisor is reaped here. Returns the job's processes, left zombies.
+    """
+    job = descendants(process.pid)
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait(timeout=30)
+    return job
+
+
+def reap(pids: list[int]) -> None:
+    """Reap the zombies :func:`kill_group` left (the test process is their subreaper)."""
+    deadline = time.monotonic() + 30
+    waiting = list(pids)
+    while waiting and time.monotonic() < deadline:
+        for pid in list(waiting):
+            try:
+                reaped, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                reaped = pid  # not re-parented to this process: someone else reaped it
+            if reaped:
+                waiting.remove(pid)
+        time.sleep(0.05)
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a process (``Z`` for a zombie), or "" for none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return ""
+    return stat[stat.rindex(")") + 2]
+
+
+def held_job_pid(output: Path) -> int:
+    """The pid the held job wrote in its lease."""
+    return int(json.loads(Path(lease_uri(str(output))).read_text())["pid"])
 
 
 def snapshot(spark: SparkSession, output: Path) -> dict[str, DataFrame]:
@@ -130,6 +192,7 @@ def assert_clean(output: Path) -> None:
     assert not Path(lease_uri(str(output))).exists()
 
 
+@pytest.mark.usefixtures("orphans_stay_zombies")
 def test_a_full_run_killed_while_publishing_is_completed_by_the_next_run_and_holds_the_output(
     spark: SparkSession, lake: Path, expected: Path, two_days: Path, tmp_path: Path
 ) -> None:
@@ -153,19 +216,27 @@ def test_a_full_run_killed_while_publishing_is_completed_by_the_next_run_and_hol
         timeout=120,
     )
     waited = time.monotonic() - started
-    kill_tree(held)
+    job_pid = held_job_pid(output)
+    zombies = kill_group(held)
 
     assert second.returncode == 1
     assert "is being written by run full-held" in second.stderr
     assert waited < 15, f"the second run took {waited:.1f} s to stop"
     assert_old_or_new(snapshot(spark, output), old, read_tables(spark, expected))
-    # The next run takes over the dead run's lease, completes its publication, then merges.
-    run_job(spark, job_args(lake, output, run_date=DAYS[3], run_id="after"))
+    # The next run takes over the dead run's lease at once, though its process is not yet
+    # reaped, completes its publication, then merges.
+    assert process_state(job_pid) == "Z"
+    next_run = job_args(lake, output, run_date=DAYS[3], run_id="after")
+    refuse_if_held_locally(next_run.output_uri, next_run.run_id)  # as the entry point does
+    run_job(spark, next_run)
+    assert process_state(job_pid) == "Z"  # a zombie all along
+    reap(zombies)
     for name, table in read_tables(spark, output).items():
         assertDataFrameEqual(table, read_tables(spark, expected)[name])
     assert_clean(output)
 
 
+@pytest.mark.usefixtures("orphans_stay_zombies")
 @pytest.mark.parametrize("point", ["staged", "retiring"])
 def test_a_daily_run_killed_before_or_during_publication_loses_nothing(
     spark: SparkSession, lake: Path, expected: Path, three_days: Path, tmp_path: Path, point: str
@@ -175,7 +246,9 @@ def test_a_daily_run_killed_before_or_during_publication_loses_nothing(
     # DAYS[2] is merged already: re-merging it must change nothing, even when killed.
     old = snapshot(spark, output)
     daily = job_args(lake, output, DAYS[2], run_id="daily-held")
-    kill_tree(start_held_run(daily, point, tmp_path / "marker"))
+    held = start_held_run(daily, point, tmp_path / "marker")
+    job_pid = held_job_pid(output)
+    zombies = kill_group(held)
 
     seen = snapshot(spark, output)
     if point == "staged":  # nothing published yet: exactly the old tables
@@ -184,7 +257,12 @@ def test_a_daily_run_killed_before_or_during_publication_loses_nothing(
     assert_old_or_new(seen, old, old)
     assert (output / STAGING_FOLDER / "daily-held").exists()  # what the dead run left
 
-    run_job(spark, job_args(lake, output, run_date=DAYS[1], run_id="next"))
+    assert process_state(job_pid) == "Z"
+    next_run = job_args(lake, output, run_date=DAYS[1], run_id="next")
+    refuse_if_held_locally(next_run.output_uri, next_run.run_id)
+    run_job(spark, next_run)
+    assert process_state(job_pid) == "Z"
+    reap(zombies)
     for name, table in read_tables(spark, output).items():
         assertDataFrameEqual(table, read_tables(spark, expected)[name])
     assert_clean(output)

@@ -77,6 +77,7 @@ def test_bad_arguments_exit_2_with_a_reason_before_spark_starts(
         JobArgs("s3://raw/song_data", "s3://raw/log_data", "s3://out/star"),
         JobArgs("songs", "logs", "/tmp/out", date(2018, 11, 30), 0.25, "daily-1"),
         JobArgs("file:/lake/songs", "file:/lake/logs", "out", None, 0.1 + 0.2, "x"),
+        JobArgs("s", "l", "o", run_id="r", flow_run_id="8f1c-flow", take_over_from="dead-run"),
     ],
 )
 def test_parsing_the_command_line_of_job_args_gives_them_back(args: JobArgs) -> None:

@@ -10,20 +10,29 @@ tests (test_job.py), and each real run would cost ~20 s of Spark here.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.objects import State
 from prefect.logging.handlers import APILogHandler
+from prefect.states import Cancelled, Crashed, Failed, Running
 
 import flows.songs_etl as songs_etl_module
 from flows.songs_etl import songs_etl
+from spark_etl.lease import LeaseHolder, lease_uri, process_identity
 from tasks.output_lock import (
     OutputBusyError,
     normalise_output_uri,
@@ -46,9 +55,11 @@ class StubbedJob:
         self.release: dict[str, threading.Event] = {}
         self.states: dict[str, Any] = {}
         self.threads: list[threading.Thread] = []
+        self.job_args: dict[str, Any] = {}
 
     def run_locally(self, job_args: Any) -> str:
         label = threading.current_thread().name
+        self.job_args[label] = job_args
         self._record(label, "start")
         self.started[label].set()
         assert self.release[label].wait(timeout=60), f"{label} was never released"
@@ -195,3 +206,58 @@ def test_one_output_has_one_spelling_and_a_safe_limit_name(tmp_path: Path) -> No
     )
     digest = hashlib.sha256(b"s3://bucket/star").hexdigest()
     assert output_limit_name("s3://bucket/star") == f"sparkify-output-{digest[:16]}"
+
+
+@flow
+def _lease_holder_flow() -> None:
+    """The flow run a left-over job lease names (never run: only its state matters)."""
+
+
+def flow_run_in_state(state: State) -> str:
+    """A flow run of this test's Prefect API, put in ``state``; its id."""
+    with get_client(sync_client=True) as client:
+        created = client.create_flow_run(_lease_holder_flow, state=Running())
+        client.set_flow_run_state(created.id, state, force=True)
+    return str(created.id)
+
+
+def leave_job_lease(output: Path, flow_run_id: str) -> None:
+    """A lease as a job of that flow run leaves it: its process alive here, not expired."""
+    now = datetime.now(UTC)
+    holder = LeaseHolder(
+        run_id="left-behind",
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started_at=now.isoformat(timespec="seconds"),
+        expires_at=(now + timedelta(minutes=5)).isoformat(timespec="seconds"),
+        process=process_identity(os.getpid()),
+        flow_run_id=flow_run_id,
+    )
+    path = Path(lease_uri(str(output)))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(asdict(holder)))
+
+
+@pytest.mark.parametrize(
+    ("holder_state", "taken_over"),
+    [(Crashed(), True), (Failed(), True), (Cancelled(), True), (Running(), False)],
+    ids=["crashed", "failed", "cancelled", "running"],
+)
+def test_the_job_takes_over_a_lease_whose_flow_run_prefect_reports_ended(
+    job: StubbedJob, tmp_path: Path, holder_state: State, taken_over: bool
+) -> None:
+    output = tmp_path / "lake"
+    leave_job_lease(output, flow_run_in_state(holder_state))
+    job.start_flow_run("next", output)
+    assert job.started["next"].wait(timeout=60)
+    job.release["next"].set()
+    job.threads[0].join(timeout=60)
+
+    state = job.states["next"]
+    passed = job.job_args["next"]
+    assert passed.flow_run_id == str(state.state_details.flow_run_id)  # named in its lease
+    assert passed.take_over_from == ("left-behind" if taken_over else "")
+    said = [line for line in lock_log_lines(state, "") if "takes over the lease" in line]
+    assert len(said) == (1 if taken_over else 0), said
+    if taken_over:
+        assert f"ended {holder_state.type.value}" in said[0]

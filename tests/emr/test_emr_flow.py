@@ -101,6 +101,7 @@ def test_happy_path_one_cluster_step_names_uploaded_code_cluster_terminated_repo
         run_date=None,
         max_reject_ratio=0.05,
         run_id=run_id,
+        flow_run_id=str(state.state_details.flow_run_id),  # named in the job's lease
     )
     args = step["Config"]["Args"]
     assert args == [

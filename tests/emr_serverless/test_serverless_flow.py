@@ -132,6 +132,7 @@ def test_happy_path_one_application_one_job_run_tagged_costed_reported_and_regis
         run_date=None,
         max_reject_ratio=0.05,
         run_id=run_id,
+        flow_run_id=flow_run_id,  # named in the job's lease
     )
     assert {key: job_run[key] for key in JOB_RUN_SETTINGS} == {
         "name": f"songs_etl {run_id}",
