@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test lint setup check-java clean blocks deploy alerts serve server worker query bench \
+.PHONY: demo test test-integration test-all lint setup check-java clean blocks deploy alerts serve server worker query bench \
 	bench-large bench-daily bench-kill local-fs-jar emr-spark rehearse-emr fault-test jvm-archive
 
 demo: check-java jvm-archive ## Generate the sample lake (once) and run the songs_etl flow on local Spark
@@ -17,8 +17,17 @@ demo: check-java jvm-archive ## Generate the sample lake (once) and run the song
 jvm-archive: check-java ## Build (once) the class archive that starts small local runs' JVMs faster
 	$(PY) -m spark_etl.jvm_archive
 
-test: check-java emr-spark ## Run the whole test suite (Spark, Prefect, moto, the EMR rehearsal)
-	$(PY) -m pytest -q
+# Extra pytest options for both lanes (.ci/run prints the slowest tests).
+PYTEST_ARGS ?=
+FAST_LANE := not integration and not faults
+
+test: check-java ## The fast lane (~5 min): Spark on tiny lakes, flows on the ephemeral API, moto in-process
+	$(PY) -m pytest -q -m "$(FAST_LANE)" $(PYTEST_ARGS)
+
+test-integration: check-java emr-spark ## The long lane: real servers and processes, EMR rehearsals, the 60 fault runs
+	$(PY) -m pytest -q -m "integration or faults" $(PYTEST_ARGS)
+
+test-all: test test-integration ## Both lanes: every test
 
 lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff check .

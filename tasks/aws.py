@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.config import Config
+from botocore.loaders import Loader, create_loader
 from prefect_aws import AwsCredentials
 
 from tasks.ops.retry import is_transient
@@ -34,6 +35,12 @@ AWS_TASK_RETRIES: dict[str, Any] = {
     "retry_delay_seconds": [2, 8, 30],
     "retry_jitter_factor": 0.5,
 }
+
+
+# botocore reads each service's model and endpoint rules (JSON files, up to megabytes) once
+# per session, and every task builds its own session: about a second of parsing per flow
+# run. One loader for the process keeps it to once; the files never change under a run.
+_SERVICE_MODELS: Loader = create_loader()
 
 
 @dataclass
@@ -90,7 +97,10 @@ def aws_clients(credentials_block: str) -> AwsClients:
     """Clients from the named ``AwsCredentials`` block, loaded once."""
     # Tasks are synchronous, so load() returns the block, not a coroutine.
     credentials = cast(AwsCredentials, AwsCredentials.load(credentials_block))
-    return AwsClients(credentials.get_boto3_session())
+    session = credentials.get_boto3_session()
+    # boto3 keeps its botocore session in `_session` (what `botocore_session=` sets).
+    session._session.register_component("data_loader", _SERVICE_MODELS)
+    return AwsClients(session)
 
 
 def retry_transient_aws_errors(task: Any, task_run: Any, state: Any) -> bool:

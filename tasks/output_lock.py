@@ -87,6 +87,12 @@ def normalise_output_uri(output_uri: str, relative_to: Path) -> str:
     return f"{scheme}://" + "/".join([authority, *(part for part in path.split("/") if part)])
 
 
+API_SLOW_MESSAGE = (
+    "The Prefect API did not grant the slot of %s within %.0f s though no run holds it: "
+    "trying again (%s)"
+)
+
+
 def output_limit_name(location: str) -> str:
     """The limit's name: a fixed prefix and a digest, safe whatever the location holds."""
     return OUTPUT_LIMIT_PREFIX + hashlib.sha256(location.encode()).hexdigest()[:16]
@@ -184,11 +190,22 @@ def _acquire(
             waited = time.monotonic() - started
             if waited >= wait_seconds:
                 raise OutputBusyError(location, name, wait_seconds / 60) from None
-            if not waiting:
+            if not _slot_taken(name):
+                # A busy API (its database locked) can let an attempt time out with the
+                # slot free: say so rather than blame a run that does not exist.
+                logger.warning(API_SLOW_MESSAGE, name, waited, location)
+            elif not waiting:
                 logger.info("Waiting for %s: another run holds it", location)
                 waiting = True
             else:
                 logger.info("Still waiting for %s after %.0f min", location, waited / 60)
+
+
+def _slot_taken(name: str) -> bool:
+    """Whether another holder has the limit's slot (read again, after a timed-out attempt)."""
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    return limit.active_slots >= limit.limit
 
 
 def _holder() -> ConcurrencyLeaseHolder | None:

@@ -1,4 +1,6 @@
-"""Shared fixtures: one Spark session and one Prefect API for the whole test run.
+"""Shared fixtures, each built once per test run: the Spark session, the Prefect API, the
+tiny lake and the output of one full run over it. The lake and the full run are read
+only: a test that changes them works on a copy.
 
 Prefect reads its settings when first imported, so the environment is set here, before
 any test module imports it: a throw-away PREFECT_HOME, no telemetry, room to start.
@@ -10,7 +12,7 @@ import atexit
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="sparkify-prefect-home-")
@@ -23,6 +25,9 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import pytest  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
+
+from spark_etl.session import LOCAL_JVM_SETTINGS  # noqa: E402
+from tests.lakes import DAYS, catalogue, day_events, job_args, write_lake  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +43,9 @@ def spark() -> Iterator[SparkSession]:
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
+        # As `python -m spark_etl` runs locally: without the project's local file system,
+        # Hadoop starts a `chmod` process for every file and folder written.
+        .config(map=LOCAL_JVM_SETTINGS)
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
@@ -52,3 +60,39 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture(scope="session")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The four-day lake of ``tests.lakes`` (read only: copy it to change it)."""
+    root = tmp_path_factory.mktemp("lake")
+    return write_lake(root, {day: day_events(day) for day in DAYS}, catalogue())
+
+
+@pytest.fixture(scope="session")
+def full_output(spark: SparkSession, lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tables of one in-process full run over ``lake`` (read only: copy it to change it)."""
+    from spark_etl.job import run_job
+
+    output = tmp_path_factory.mktemp("full")
+    run_job(spark, job_args(lake, output))
+    return output
+
+
+@pytest.fixture
+def printed(capfd: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -> Callable[[], str]:
+    """What the test printed to stdout and stderr, wherever pytest caught it.
+
+    capfd alone is not enough: Prefect's console handler keeps the ``sys.stderr`` of the
+    moment logging was set up, which under pytest's default capture is pytest's own
+    session-wide capture file, not file descriptor 2.
+    """
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def read() -> str:
+        caught = "".join(capfd.readouterr())
+        if capture is not None and capture.is_globally_capturing():
+            caught += "".join(capture.read_global_capture())
+        return caught
+
+    return read

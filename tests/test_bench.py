@@ -11,12 +11,14 @@ from pathlib import Path
 
 from bench import duckdb_job
 from bench.compare import differences
-from tests.test_job import DAYS, full_output, lake  # noqa: F401 (fixtures)
+from tests.lakes import (
+    DAYS,
+)
 
 
 def test_duckdb_builds_the_same_tables_as_the_spark_job(
-    lake: Path,  # noqa: F811
-    full_output: Path,  # noqa: F811
+    lake: Path,
+    full_output: Path,
     tmp_path: Path,
 ) -> None:
     counts = duckdb_job.run(str(lake / "song_data"), str(lake / "log_data"), tmp_path / "duck")
@@ -26,8 +28,8 @@ def test_duckdb_builds_the_same_tables_as_the_spark_job(
 
 
 def test_the_comparison_reports_rows_missing_on_one_side(
-    lake: Path,  # noqa: F811
-    full_output: Path,  # noqa: F811
+    lake: Path,
+    full_output: Path,
     tmp_path: Path,
 ) -> None:
     shorter = tmp_path / "lake"

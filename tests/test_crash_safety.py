@@ -33,27 +33,18 @@ from spark_etl.failpoints import HOLD_AT, HOLD_MARKER
 from spark_etl.job import run_job
 from spark_etl.lease import lease_uri, refuse_if_held_locally
 from spark_etl.publication import JOURNAL_FILE, STAGING_FOLDER
-from tests.test_job import DAYS, catalogue, day_events, job_args, read_tables, write_lake
+from tests.lakes import (
+    DAYS,
+    job_args,
+    read_tables,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # real job processes, killed under a supervisor
 HOLD_TIMEOUT_SECONDS = 180
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 # The job's parent: it runs the job and waits for it, as a supervisor does.
 SUPERVISOR = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
-
-
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("crash-lake")
-    return write_lake(root, {day: day_events(day) for day in DAYS}, catalogue())
-
-
-@pytest.fixture(scope="module")
-def expected(spark: SparkSession, lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tables one full run over every day gives."""
-    output = tmp_path_factory.mktemp("expected")
-    run_job(spark, job_args(lake, output))
-    return output
 
 
 def merged_output(spark: SparkSession, lake: Path, root: Path, days: tuple[date, ...]) -> Path:
@@ -194,7 +185,7 @@ def assert_clean(output: Path) -> None:
 
 @pytest.mark.usefixtures("orphans_stay_zombies")
 def test_a_full_run_killed_while_publishing_is_completed_by_the_next_run_and_holds_the_output(
-    spark: SparkSession, lake: Path, expected: Path, two_days: Path, tmp_path: Path
+    spark: SparkSession, lake: Path, full_output: Path, two_days: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "out"
     shutil.copytree(two_days, output)
@@ -222,7 +213,7 @@ def test_a_full_run_killed_while_publishing_is_completed_by_the_next_run_and_hol
     assert second.returncode == 1
     assert "is being written by run full-held" in second.stderr
     assert waited < 15, f"the second run took {waited:.1f} s to stop"
-    assert_old_or_new(snapshot(spark, output), old, read_tables(spark, expected))
+    assert_old_or_new(snapshot(spark, output), old, read_tables(spark, full_output))
     # The next run takes over the dead run's lease at once, though its process is not yet
     # reaped, completes its publication, then merges.
     assert process_state(job_pid) == "Z"
@@ -232,14 +223,14 @@ def test_a_full_run_killed_while_publishing_is_completed_by_the_next_run_and_hol
     assert process_state(job_pid) == "Z"  # a zombie all along
     reap(zombies)
     for name, table in read_tables(spark, output).items():
-        assertDataFrameEqual(table, read_tables(spark, expected)[name])
+        assertDataFrameEqual(table, read_tables(spark, full_output)[name])
     assert_clean(output)
 
 
 @pytest.mark.usefixtures("orphans_stay_zombies")
 @pytest.mark.parametrize("point", ["staged", "retiring"])
 def test_a_daily_run_killed_before_or_during_publication_loses_nothing(
-    spark: SparkSession, lake: Path, expected: Path, three_days: Path, tmp_path: Path, point: str
+    spark: SparkSession, lake: Path, full_output: Path, three_days: Path, tmp_path: Path, point: str
 ) -> None:
     output = tmp_path / "out"
     shutil.copytree(three_days, output)
@@ -264,5 +255,5 @@ def test_a_daily_run_killed_before_or_during_publication_loses_nothing(
     assert process_state(job_pid) == "Z"
     reap(zombies)
     for name, table in read_tables(spark, output).items():
-        assertDataFrameEqual(table, read_tables(spark, expected)[name])
+        assertDataFrameEqual(table, read_tables(spark, full_output)[name])
     assert_clean(output)

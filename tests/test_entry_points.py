@@ -24,7 +24,14 @@ from spark_etl.args import (
 )
 from spark_etl.summary import RunSummary, summary_uri
 from tasks.ops.job_package import build_job_package, write_job_package
-from tests.test_job import DAYS, assert_same_tables, catalogue, day_events, job_args, write_lake
+from tests.lakes import (
+    DAYS,
+    assert_same_tables,
+    catalogue,
+    day_events,
+    job_args,
+    write_lake,
+)
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -85,6 +92,7 @@ def test_parsing_the_command_line_of_job_args_gives_them_back(args: JobArgs) -> 
     assert argv_problem(args.to_argv()) is None
 
 
+@pytest.mark.integration  # a real job process
 def test_python_m_spark_etl_fails_with_a_one_line_reason(tmp_path: Path) -> None:
     result = run(
         [
@@ -102,6 +110,7 @@ def test_python_m_spark_etl_fails_with_a_one_line_reason(tmp_path: Path) -> None
     )
 
 
+@pytest.mark.integration  # spark-submit
 def test_spark_submit_with_the_zipped_package_in_another_time_zone_gives_the_same_tables(
     spark: SparkSession, tmp_path: Path
 ) -> None:

@@ -6,116 +6,28 @@ import json
 import re
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from spark_etl import io, transform
-from spark_etl.args import JobArgs
 from spark_etl.errors import InputNotFoundError, PostLoadCheckError, RejectThresholdExceededError
 from spark_etl.job import run_job
 from spark_etl.publication import STAGING_FOLDER
 from spark_etl.summary import RunSummary, last_success_uri, summary_uri
 from spark_etl.tables import ARTISTS, SONGS, TABLES, TIME, USERS
-from tests.test_transform import event, song, ts_of, utc
-
-DAYS = (date(2018, 11, 30), date(2018, 12, 1), date(2018, 12, 31), date(2019, 1, 1))
-
-
-def write_lake(root: Path, events_by_day: dict[date, list[str]], song_lines: list[str]) -> Path:
-    """A lake laid out like the real one, from raw lines."""
-    for index, line in enumerate(song_lines):
-        path = root / "song_data" / "A" / "B" / f"TRAB{index:04d}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(line)
-    for day, lines in events_by_day.items():
-        path = root / "log_data" / f"{day:%Y/%m}" / f"{day:%Y-%m-%d}-events.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines))
-    return root
-
-
-def catalogue() -> list[str]:
-    return [
-        json.dumps(
-            song(song_id="SO1", artist_id="AR1", title="One", artist_name="A", duration=100.0)
-        ),
-        json.dumps(
-            song(
-                song_id="SO2",
-                artist_id="AR2",
-                title="Two",
-                artist_name="B",
-                duration=50.0,
-                year=2001,
-                artist_location="Oslo",
-                artist_latitude=59.9,
-                artist_longitude=10.7,
-            )
-        ),
-    ]
-
-
-def day_events(day: date) -> list[str]:
-    """Four plays and a level change per day, one play duplicated, one logged-out visit."""
-    base = f"{day.isoformat()}"
-    plays = [
-        event(
-            userId="1",
-            ts=ts_of(f"{base} 00:00:00.000"),
-            song="One",
-            artist="A",
-            length=100.0,
-            sessionId=day.toordinal(),
-            itemInSession=0,
-        ),
-        event(
-            userId="2",
-            ts=ts_of(f"{base} 12:00:00.000"),
-            song="Two",
-            artist="B",
-            length=50.0,
-            sessionId=day.toordinal() + 1,
-            itemInSession=0,
-            level="paid",
-        ),
-        event(
-            userId="1",
-            ts=ts_of(f"{base} 23:59:59.999"),
-            song="Nope",
-            artist="A",
-            length=1.0,
-            sessionId=day.toordinal(),
-            itemInSession=2,
-            level="paid",
-            lastName=f"Last{day:%m%d}",
-        ),
-    ]
-    upgrade = event(
-        userId="1",
-        page="Submit Upgrade",
-        ts=ts_of(f"{base} 23:00:00.000"),
-        sessionId=day.toordinal(),
-        itemInSession=1,
-        level="free",
-        lastName="Upgrading",
-    )
-    visitor = event(
-        userId="",
-        page="Home",
-        auth="Logged Out",
-        ts=ts_of(f"{base} 06:00:00.000"),
-        firstName=None,
-        lastName=None,
-        gender=None,
-        sessionId=7,
-        itemInSession=0,
-    )
-    records = [plays[0], plays[0], visitor, plays[1], upgrade, plays[2]]
-    return [json.dumps(record) for record in records]
-
+from tests.lakes import (
+    DAYS,
+    assert_same_tables,
+    catalogue,
+    day_events,
+    event,
+    job_args,
+    read_tables,
+    utc,
+    write_lake,
+)
 
 # The songs, artists and time tables of a full run over the lake above, written out by
 # hand from catalogue(), day_events() and a calendar.
@@ -170,42 +82,6 @@ def expected_outcomes(*failing: tuple[str, str]) -> list[tuple[str, str, bool]]:
     return sorted((name, table, (name, table) not in failing) for name, table in POST_LOAD_CHECKS)
 
 
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("lake")
-    return write_lake(root, {day: day_events(day) for day in DAYS}, catalogue())
-
-
-def job_args(lake: Path, output: Path, run_date: date | None = None, **overrides: Any) -> JobArgs:
-    values: dict[str, Any] = {
-        "songs_uri": str(lake / "song_data"),
-        "logs_uri": str(lake / "log_data"),
-        "output_uri": str(output),
-        "run_date": run_date,
-        "max_reject_ratio": 0.01,
-        "run_id": f"test-{run_date or 'full'}",
-    }
-    values.update(overrides)
-    return JobArgs(**values)
-
-
-def read_tables(spark: SparkSession, output: Path) -> dict[str, DataFrame]:
-    return {name: io.read_table(spark, spec, str(output)) for name, spec in TABLES.items()}
-
-
-def assert_same_tables(spark: SparkSession, left: Path, right: Path) -> None:
-    left_tables, right_tables = read_tables(spark, left), read_tables(spark, right)
-    for name in TABLES:
-        assertDataFrameEqual(left_tables[name], right_tables[name])
-
-
-@pytest.fixture(scope="module")
-def full_output(spark: SparkSession, lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("full")
-    run_job(spark, job_args(lake, output))
-    return output
-
-
 def test_full_run_writes_the_expected_tables_and_summary(
     spark: SparkSession, full_output: Path
 ) -> None:
@@ -246,6 +122,7 @@ def test_full_run_writes_the_expected_tables_and_summary(
     assert check_outcomes(summary) == expected_outcomes()
 
 
+@pytest.mark.integration  # several job runs
 def test_a_full_rerun_leaves_the_same_tables(
     spark: SparkSession, lake: Path, full_output: Path, tmp_path: Path
 ) -> None:
@@ -256,6 +133,7 @@ def test_a_full_rerun_leaves_the_same_tables(
     assert (first.previous_tables, second.previous_tables) == ({}, first.tables)
 
 
+@pytest.mark.integration  # several job runs
 def test_daily_runs_in_any_order_equal_one_full_run_and_rerun_changes_nothing(
     spark: SparkSession, lake: Path, full_output: Path, tmp_path: Path
 ) -> None:
@@ -266,6 +144,7 @@ def test_daily_runs_in_any_order_equal_one_full_run_and_rerun_changes_nothing(
     assert not (output / STAGING_FOLDER).exists() or not any((output / STAGING_FOLDER).iterdir())
 
 
+@pytest.mark.integration  # several job runs
 def test_a_daily_run_rewrites_only_its_month_and_keeps_the_months_old_rows(
     spark: SparkSession, lake: Path, tmp_path: Path
 ) -> None:

@@ -24,13 +24,23 @@ from spark_etl.job import run_job
 from spark_etl.publication import FULL_RUN_REPAIR
 from spark_etl.summary import RunSummary, last_success_uri, summary_uri
 from spark_etl.tables import TABLES
-from tests.test_job import DAYS, catalogue, day_events, job_args, read_tables, write_lake
-from tests.test_transform import event, song, ts_of
+from tests.lakes import (
+    DAYS,
+    catalogue,
+    day_events,
+    event,
+    job_args,
+    read_tables,
+    song,
+    ts_of,
+    write_lake,
+)
 
 
 @pytest.fixture
-def lake(tmp_path: Path) -> Path:
-    return write_lake(tmp_path / "lake", {day: day_events(day) for day in DAYS}, catalogue())
+def writable_lake(lake: Path, tmp_path: Path) -> Path:
+    """A copy of the shared lake, for a test that adds or damages its files."""
+    return Path(shutil.copytree(lake, tmp_path / "lake"))
 
 
 def visible_rows(table_folder: Path) -> int | None:
@@ -57,16 +67,17 @@ def visible_rows(table_folder: Path) -> int | None:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.integration  # several job runs
 def test_a_reader_polling_during_a_daily_run_never_sees_fewer_rows(
-    spark: SparkSession, lake: Path, tmp_path: Path
+    spark: SparkSession, writable_lake: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "out"
     for day in DAYS[:3]:
-        run_job(spark, job_args(lake, output, run_date=day, run_id=f"d-{day}"))
+        run_job(spark, job_args(writable_lake, output, run_date=day, run_id=f"d-{day}"))
     before = {name: visible_rows(output / name) for name in TABLES}
     # A new song file: the catalogue changed, so this run republishes every table.
     new_song = song(song_id="SO3", artist_id="AR3", title="Three", artist_name="C")
-    (lake / "song_data" / "A" / "B" / "TRAB9999.json").write_text(json.dumps(new_song))
+    (writable_lake / "song_data" / "A" / "B" / "TRAB9999.json").write_text(json.dumps(new_song))
     seen: dict[str, list[int]] = {name: [] for name in TABLES}
     done = threading.Event()
 
@@ -80,7 +91,7 @@ def test_a_reader_polling_during_a_daily_run_never_sees_fewer_rows(
     reader = threading.Thread(target=poll)
     reader.start()
     try:
-        summary = run_job(spark, job_args(lake, output, run_date=DAYS[3], run_id="d-last"))
+        summary = run_job(spark, job_args(writable_lake, output, run_date=DAYS[3], run_id="d-last"))
     finally:
         done.set()
         reader.join()
@@ -92,6 +103,7 @@ def test_a_reader_polling_during_a_daily_run_never_sees_fewer_rows(
     assert {name: visible_rows(output / name) for name in TABLES} == summary.tables
 
 
+@pytest.mark.integration  # several job runs
 def test_a_daily_run_with_an_unchanged_catalogue_leaves_songs_and_artists_alone(
     spark: SparkSession, lake: Path, tmp_path: Path
 ) -> None:
@@ -123,6 +135,7 @@ def merged_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -
     return lake, root / "out"
 
 
+@pytest.mark.integration  # several job runs
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -171,21 +184,21 @@ def _damage(output: Path, damage: str) -> None:
         manifest_path.write_text(json.dumps(manifest))
 
 
-def test_bad_days_fail_loudly(spark: SparkSession, lake: Path, tmp_path: Path) -> None:
+def test_bad_days_fail_loudly(spark: SparkSession, writable_lake: Path, tmp_path: Path) -> None:
     output = tmp_path / "out"
-    day_file = lake / "log_data" / "2018" / "11" / "2018-11-30-events.json"
+    day_file = writable_lake / "log_data" / "2018" / "11" / "2018-11-30-events.json"
     many_songs = [json.dumps(song(song_id=f"SO{n}", title=f"T{n}")) for n in range(3, 40)]
     for index, line in enumerate(many_songs):
-        (lake / "song_data" / "A" / "B" / f"TRX{index}.json").write_text(line)
+        (writable_lake / "song_data" / "A" / "B" / f"TRX{index}.json").write_text(line)
 
     # 5 garbage lines: 5 of 44 records overall (11%) but 5 of 5 of the day's lines.
     day_file.write_text("\n".join(["garbage"] * 5))
     with pytest.raises(RejectThresholdExceededError, match=r"^5 of 5 log lines of 2018-11-30"):
-        run_job(spark, job_args(lake, output, run_date=DAYS[0], max_reject_ratio=0.2))
+        run_job(spark, job_args(writable_lake, output, run_date=DAYS[0], max_reject_ratio=0.2))
 
     day_file.write_text("\n\n")
     with pytest.raises(EmptyInputError, match=r"the log file for 2018-11-30 .* holds no record"):
-        run_job(spark, job_args(lake, output, run_date=DAYS[0], run_id="empty"))
+        run_job(spark, job_args(writable_lake, output, run_date=DAYS[0], run_id="empty"))
     summary = RunSummary.from_json(Path(summary_uri(str(output), "empty")).read_text())
     assert summary.error is not None and summary.error.startswith("the log file for 2018-11-30")
 
@@ -259,6 +272,7 @@ def test_an_unreadable_last_success_counts_as_no_previous_run(
     assert RunSummary.from_json(last.read_text()).run_id == "second"
 
 
+@pytest.mark.integration  # several job runs
 def test_an_event_copied_into_two_day_files_counts_once_in_any_order(
     spark: SparkSession, tmp_path: Path
 ) -> None:

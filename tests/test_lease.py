@@ -21,10 +21,12 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.s3.responses import S3Response
 
 from spark_etl.errors import OutputLockedError
 from spark_etl.lease import (
@@ -206,9 +208,23 @@ def test_a_write_whose_answer_was_lost_is_recognised_as_this_runs_own(tmp_path: 
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """moto's S3, with the bucket of the output."""
+    """moto's S3, with the bucket of the output, its writes made atomic as S3's are.
+
+    moto checks If-None-Match and If-Match, then stores, with no lock between: two
+    threads of one process can both pass the check (seen on a loaded machine, 1 race in
+    20). S3 decides a conditional write atomically; a lock around moto's PutObject
+    stands in for that, and only that.
+    """
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
+    one_write_at_a_time = threading.Lock()
+    moto_put_object = S3Response.put_object
+
+    def atomic_put_object(self: S3Response) -> Any:
+        with one_write_at_a_time:
+            return moto_put_object(self)
+
+    monkeypatch.setattr(S3Response, "put_object", atomic_put_object)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():

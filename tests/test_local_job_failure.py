@@ -15,7 +15,7 @@ import pytest
 from flows.songs_etl import songs_etl
 from tasks.local_spark import LocalSparkJobError
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]  # a real job process
 
 GOOD_SONG = '{"song_id": "SO1", "artist_id": "AR1", "title": "Song", "duration": 200.0}'
 GARBAGE_EVENTS = ["not json at all", "{broken", "<html>oops</html>"]

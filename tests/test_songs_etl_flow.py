@@ -16,11 +16,7 @@ from prefect.client.schemas.filters import (
 from pyspark.sql import SparkSession
 
 from flows.songs_etl import songs_etl
-from tests.test_job import (  # noqa: F401 (lake and full_output are fixtures)
-    assert_same_tables,
-    full_output,
-    lake,
-)
+from tests.lakes import assert_same_tables
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -33,11 +29,12 @@ def run_artifacts(flow_run_id: object) -> list[object]:
         )
 
 
+@pytest.mark.integration  # the job as its own process
 def test_local_run_builds_the_tables_and_publishes_the_report(
     tmp_path: Path,
     spark: SparkSession,
-    lake: Path,  # noqa: F811
-    full_output: Path,  # noqa: F811
+    lake: Path,
+    full_output: Path,
 ) -> None:
 
     state = songs_etl(

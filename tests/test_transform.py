@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -15,63 +14,9 @@ from spark_etl import transform
 from spark_etl.schemas import EVENT_FIELD_TYPES, EVENT_REQUIRED, SONG_FIELD_TYPES, SONG_REQUIRED
 from spark_etl.session import enforce_utc
 from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TIME, USERS
+from tests.lakes import event, song, ts_of, utc
 
 LINES_SCHEMA = "line string, source_file string"
-
-
-def ts_of(text: str) -> int:
-    """Epoch milliseconds of a UTC time written as ``YYYY-MM-DD HH:MM:SS.fff``."""
-    moment = datetime.fromisoformat(text + "+00:00")
-    return int(moment.timestamp() * 1000)
-
-
-def utc(text: str) -> datetime:
-    """A naive datetime for expected rows: Spark shows timestamps in the session zone, UTC."""
-    return datetime.fromisoformat(text)
-
-
-def song(**fields: Any) -> dict[str, Any]:
-    """A song record with defaults for what a test does not care about."""
-    record = {
-        "num_songs": 1,
-        "artist_id": "AR1",
-        "artist_latitude": None,
-        "artist_longitude": None,
-        "artist_location": "",
-        "artist_name": "Artist One",
-        "song_id": "SO1",
-        "title": "Title One",
-        "duration": 200.0,
-        "year": 0,
-    }
-    record.update(fields)
-    return record
-
-
-def event(**fields: Any) -> dict[str, Any]:
-    """A NextSong event with defaults for what a test does not care about."""
-    record = {
-        "artist": "Artist One",
-        "auth": "Logged In",
-        "firstName": "Ada",
-        "gender": "F",
-        "itemInSession": 0,
-        "lastName": "Lovelace",
-        "length": 200.0,
-        "level": "free",
-        "location": "London",
-        "method": "PUT",
-        "page": "NextSong",
-        "registration": 1540919166796.0,
-        "sessionId": 1,
-        "song": "Title One",
-        "status": 200,
-        "ts": ts_of("2018-11-05 10:00:00.000"),
-        "userAgent": "Mozilla",
-        "userId": "7",
-    }
-    record.update(fields)
-    return record
 
 
 def parsed(

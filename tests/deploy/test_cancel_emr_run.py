@@ -34,7 +34,7 @@ from prefect_aws import AwsCredentials
 
 from tasks.emr import EmrClusterConfig
 from tasks.ops.emr import FLOW_RUN_TAG_KEY
-from tests.deploy.test_deploy_integration import client, free_port, start, stop, wait_healthy
+from tests.deploy.processes import client, free_port, start, stopped_with_its_children, wait_healthy
 
 pytestmark = [
     pytest.mark.integration,
@@ -285,21 +285,3 @@ def wait_for(look: Callable[[], T | None], seconds: float, log: Path | None = No
         time.sleep(0.5)
     tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
     raise TimeoutError(f"nothing after {seconds} s\n{tail}")
-
-
-def stopped_with_its_children(process: subprocess.Popen[bytes]) -> bool:
-    """Stop the process and its group; True when nothing of the group is left after.
-
-    A child that outlives its parent (a flow run process, a server worker) stays in the
-    parent's process group: it is found here, killed, and reported.
-    """
-    stop(process)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return process.poll() is not None
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    return False

@@ -9,12 +9,9 @@ Every process it starts is stopped at the end.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,53 +19,11 @@ from typing import Any
 import pytest
 
 from spark_etl.sample_lake import SampleLakeConfig, generate_sample_lake
+from tests.deploy.processes import client, free_port, start, stop, wait_healthy
 
 pytestmark = pytest.mark.integration
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        command,
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: stopping it stops its children
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGINT twice (a worker needs two), then SIGKILL whatever is left of the group."""
-    for _ in range(2):
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def wait_healthy(api_url: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"Prefect server at {api_url} not healthy after {seconds} s")
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +47,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         yield env
     finally:
         stop(process)
-
-
-def client(env: dict[str, str]) -> Any:
-    from prefect.client.orchestration import SyncPrefectClient
-
-    return SyncPrefectClient(env["PREFECT_API_URL"])
 
 
 def test_deploy_schedule_and_run_through_a_worker(server: dict[str, str], tmp_path: Path) -> None:

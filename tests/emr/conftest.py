@@ -10,8 +10,13 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.states import Running
 
+from flows.songs_etl import songs_etl
 from spark_etl.args import parse_args
 from spark_etl.summary import FAILED, SUCCEEDED, CheckResult, RunSummary, summary_uri
 from tasks.aws import AwsClients, aws_clients
@@ -25,9 +30,25 @@ OUTPUT_URI, CODE_URI, LOG_URI = f"s3://{OUT}/star", f"s3://{CODE}/jobs", f"s3://
 TABLE_COUNTS = {"songplays": 12, "users": 2, "songs": 2, "artists": 2, "time": 12}
 
 
+@pytest.fixture(scope="session")
+def emr_blocks(prefect_api: None) -> None:
+    """The two blocks the flow loads, saved once: they live in the session's Prefect API,
+    and no test changes them."""
+    from prefect_aws import AwsCredentials
+
+    AwsCredentials(
+        aws_access_key_id="AKIAFAKEFAKEFAKEFAKE",
+        aws_secret_access_key=FAKE_SECRET,
+        region_name=REGION,
+    ).save("test-aws", overwrite=True)
+    EmrClusterConfig(log_uri=LOG_URI, core_instance_count=2, tags={"team": "data"}).save(
+        "test-emr", overwrite=True
+    )
+
+
 @pytest.fixture
-def aws(prefect_api: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """moto for every AWS call, a tiny raw lake, and the two blocks the flow loads."""
+def aws(emr_blocks: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto for every AWS call (fresh for each test), a tiny raw lake, and the blocks."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     with mock_aws():
@@ -36,16 +57,6 @@ def aws(prefect_api: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket=RAW, Key="song_data/A/B/C/TRABC.json", Body=b'{"song_id": "SO1"}')
         s3.put_object(Bucket=RAW, Key="log_data/2018/11/2018-11-01-events.json", Body=b"{}")
-        from prefect_aws import AwsCredentials
-
-        AwsCredentials(
-            aws_access_key_id="AKIAFAKEFAKEFAKEFAKE",
-            aws_secret_access_key=FAKE_SECRET,
-            region_name=REGION,
-        ).save("test-aws", overwrite=True)
-        EmrClusterConfig(log_uri=LOG_URI, core_instance_count=2, tags={"team": "data"}).save(
-            "test-emr", overwrite=True
-        )
         yield
 
 
@@ -175,3 +186,46 @@ def plant_summary(args: list[str], error: str | None = None) -> None:
     boto3.client("s3", region_name=REGION).put_object(
         Bucket=bucket, Key=key, Body=json.dumps(json.loads(summary.to_json())).encode()
     )
+
+
+def run_emr_flow(**overrides: Any) -> Any:
+    parameters: dict[str, Any] = {
+        "runner": "emr",
+        "songs_uri": SONGS_URI,
+        "logs_uri": LOGS_URI,
+        "output_uri": OUTPUT_URI,
+        "aws_credentials_block": "test-aws",
+        "cluster_config_block": "test-emr",
+        "code_bucket_uri": CODE_URI,
+        "poll_seconds": 0.01,
+        "max_wait_minutes": 0.05,
+    }
+    parameters.update(overrides)
+    return songs_etl(**parameters, return_state=True)
+
+
+def script_steps(monkeypatch: pytest.MonkeyPatch, states: list[str], **options: Any) -> None:
+    wrap_emr_client(monkeypatch, lambda real: ScriptedSteps(real, states, **options))
+
+
+def throttling(operation: str) -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        operation,
+    )
+
+
+def live_flow_run_id() -> str:
+    with get_client(sync_client=True) as client:
+        return str(client.create_flow_run(placeholder, state=Running()).id)
+
+
+ORPHAN_RUN = "00000000-0000-0000-0000-000000000000"  # a flow run that never existed
+
+
+@flow
+def placeholder() -> None:
+    """Only there to own a flow run that stays Running."""

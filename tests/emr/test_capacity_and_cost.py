@@ -38,7 +38,7 @@ from tests.emr.conftest import (
     ScriptedSteps,
     wrap_emr_client,
 )
-from tests.emr.test_emr_flow import artifact_rows, flow_run_logs
+from tests.prefect_records import artifact_rows, flow_run_logs
 
 OWNER = RunIdentity("run-1", "http://prefect.test/api")
 STARTED = datetime(2018, 11, 2, 6, 0, 0, tzinfo=UTC)

@@ -10,19 +10,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterId,
-    LogFilter,
-    LogFilterFlowRunId,
-)
-from prefect.client.schemas.objects import TaskRun
-from prefect.logging.handlers import APILogHandler
 
 import flows.songs_etl as songs_etl_module
 import tasks.emr as emr_tasks
-from flows.songs_etl import songs_etl
 from spark_etl.args import JobArgs, parse_args
 from tasks.emr import prefect_api_identity
 from tasks.ops.emr import EmrStepFailedError, EmrWaitTimeoutError
@@ -40,30 +30,14 @@ from tests.emr.conftest import (
     ScriptedSteps,
     clusters_by_state,
     emr,
+    run_emr_flow,
+    script_steps,
+    throttling,
     wrap_emr_client,
 )
+from tests.prefect_records import artifact_rows, flow_run_artifacts, flow_run_logs, task_run_counts
 
 pytestmark = pytest.mark.usefixtures("aws")
-
-
-def run_emr_flow(**overrides: Any) -> Any:
-    parameters: dict[str, Any] = {
-        "runner": "emr",
-        "songs_uri": SONGS_URI,
-        "logs_uri": LOGS_URI,
-        "output_uri": OUTPUT_URI,
-        "aws_credentials_block": "test-aws",
-        "cluster_config_block": "test-emr",
-        "code_bucket_uri": CODE_URI,
-        "poll_seconds": 0.01,
-        "max_wait_minutes": 0.05,
-    }
-    parameters.update(overrides)
-    return songs_etl(**parameters, return_state=True)
-
-
-def script_steps(monkeypatch: pytest.MonkeyPatch, states: list[str], **options: Any) -> None:
-    wrap_emr_client(monkeypatch, lambda real: ScriptedSteps(real, states, **options))
 
 
 def test_happy_path_one_cluster_step_names_uploaded_code_cluster_terminated_report_published(
@@ -364,45 +338,3 @@ def test_the_secret_key_never_reaches_logs_or_artifacts(monkeypatch: pytest.Monk
     assert "Terminating EMR cluster" in stored[0]  # the logs were really captured
     for text in stored:
         assert FAKE_SECRET not in text
-
-
-def throttling(operation: str) -> ClientError:
-    return ClientError(
-        {
-            "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
-            "ResponseMetadata": {"HTTPStatusCode": 400},
-        },
-        operation,
-    )
-
-
-def flow_run_logs(flow_run_id: Any) -> list[Any]:
-    """The run's logs as the API stores them, once every log still queued was sent."""
-    # Logs reach the API in batches, every couple of seconds: without the flush, the
-    # last lines of a run that just ended may not be there yet.
-    APILogHandler().flush()
-    with get_client(sync_client=True) as client:
-        return client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-        )
-
-
-def flow_run_artifacts(flow_run_id: Any) -> list[Any]:
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-
-
-def artifact_rows(flow_run_id: Any, key: str) -> list[dict[str, Any]]:
-    [artifact] = [a for a in flow_run_artifacts(flow_run_id) if a.key == key]
-    return list(json.loads(artifact.data))
-
-
-def task_run_counts(flow_run_id: Any) -> dict[str, int]:
-    """How many times the API saw each task of the flow run run (its retries included)."""
-    with get_client(sync_client=True) as client:
-        task_runs: list[TaskRun] = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    return {task_run.name.rsplit("-", 1)[0]: task_run.run_count for task_run in task_runs}

@@ -22,9 +22,10 @@ from tests.emr.conftest import (
     ScriptedSteps,
     clusters_by_state,
     emr,
+    run_emr_flow,
     wrap_emr_client,
 )
-from tests.emr.test_emr_flow import artifact_rows, flow_run_logs, run_emr_flow, task_run_counts
+from tests.prefect_records import artifact_rows, flow_run_logs, task_run_counts
 
 pytestmark = pytest.mark.usefixtures("aws")
 

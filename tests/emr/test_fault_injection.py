@@ -439,6 +439,7 @@ def test_a_heartbeat_lost_to_a_timeout_only_warns(
 # --- the flow under scripted faults: the paths a seeded run reaches only by luck --------
 
 
+@pytest.mark.integration  # flow runs under faults
 @pytest.mark.parametrize("operation", ["emr.RunJobFlow", "emr.AddJobFlowSteps"])
 def test_a_lost_answer_to_a_create_is_found_again_not_created_twice(
     monkeypatch: pytest.MonkeyPatch, operation: str
@@ -457,6 +458,7 @@ def test_a_lost_answer_to_a_create_is_found_again_not_created_twice(
     assert clusters == [ClusterFacts(clusters[0].cluster_id, False, ["COMPLETED"])]
 
 
+@pytest.mark.integration  # flow runs under faults
 def test_a_cluster_started_by_the_last_create_attempt_is_not_left_running(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -476,6 +478,7 @@ def test_a_cluster_started_by_the_last_create_attempt_is_not_left_running(
     assert cluster == ClusterFacts(cluster.cluster_id, active=False, step_states=[])
 
 
+@pytest.mark.integration  # flow runs under faults
 def test_a_step_whose_end_is_unknown_keeps_its_cluster_until_the_sweeper_sees_it_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -502,6 +505,7 @@ def test_a_step_whose_end_is_unknown_keeps_its_cluster_until_the_sweeper_sees_it
 # --- the flow under seeded faults ----------------------------------------------------------
 
 
+@pytest.mark.integration  # 5 flow runs under faults
 def test_five_runs_at_the_top_rate_leak_and_duplicate_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

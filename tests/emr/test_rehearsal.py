@@ -31,16 +31,8 @@ from flows.songs_etl import songs_etl
 from spark_etl.lake import day_log_parts
 from spark_etl.summary import RunSummary
 from spark_etl.tables import TABLES
-from tests.emr.test_emr_flow import artifact_rows
-from tests.test_job import (  # noqa: F401 (lake and full_output are fixtures)
-    DAYS,
-    assert_same_tables,
-    catalogue,
-    day_events,
-    full_output,
-    lake,
-    write_lake,
-)
+from tests.lakes import DAYS, assert_same_tables, catalogue, day_events, write_lake
+from tests.prefect_records import artifact_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
 
@@ -118,8 +110,8 @@ def glue_partitions(table: str) -> set[tuple[str, ...]]:
 def test_a_full_then_a_daily_run_through_emr_equal_the_job_run_locally(
     step_runner: StepRunner,
     spark: SparkSession,
-    lake: Path,  # noqa: F811
-    full_output: Path,  # noqa: F811
+    lake: Path,
+    full_output: Path,
     tmp_path: Path,
 ) -> None:
     parameters = prepare_aws(lake, days_held_back=1)

@@ -10,17 +10,13 @@ every flow run involved, and the full text of every exception (its chain include
 
 from __future__ import annotations
 
-import json
-import traceback
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from botocore.exceptions import ClientError
-from prefect.logging.handlers import APILogWorker
 from prefect.runtime import flow_run as current_flow_run
 from prefect_aws import AwsCredentials
 
@@ -36,44 +32,18 @@ from tests.emr.conftest import (
     REGION,
     clusters_by_state,
     emr,
-)
-from tests.emr.test_emr_flow import (
-    flow_run_artifacts,
-    flow_run_logs,
     run_emr_flow,
     script_steps,
 )
+from tests.leak_search import ACCESS_KEY_ID, Printed, assert_no_key_in, everything_readable, run_id
 
 pytestmark = pytest.mark.usefixtures("aws")
 
-ACCESS_KEY_ID = "AKIAFAKEFAKEFAKEFAKE"  # the block's key id (checked below)
 HOOK = "_terminate_emr_clusters_of_run"
 
 
 class Interrupted(BaseException):
     """An interrupt (a BaseException, as SIGTERM and Ctrl-C are): the run crashes."""
-
-
-Printed = Callable[[], str]
-
-
-@pytest.fixture
-def printed(capfd: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -> Printed:
-    """What the test printed to stdout and stderr, wherever pytest caught it.
-
-    capfd alone is not enough: Prefect's console handler keeps the ``sys.stderr`` of the
-    moment logging was set up, which under pytest's default capture is pytest's own
-    session-wide capture file, not file descriptor 2.
-    """
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-
-    def read() -> str:
-        caught = "".join(capfd.readouterr())
-        if capture is not None and capture.is_globally_capturing():
-            caught += "".join(capture.read_global_capture())
-        return caught
-
-    return read
 
 
 @pytest.fixture(autouse=True)
@@ -186,61 +156,6 @@ def test_the_sweeper_leaks_no_key(printed: Printed, caplog: pytest.LogCaptureFix
     assert "emr-sweep" in readable["artifacts"]
     assert f"Terminating EMR cluster {orphan}" in readable["printed"]
     assert_no_key_in(readable)
-
-
-def assert_no_key_in(readable: dict[str, str]) -> None:
-    leaks = [
-        (where, name)
-        for where, text in readable.items()
-        for name, secret in (("secret key", FAKE_SECRET), ("access key id", ACCESS_KEY_ID))
-        if secret in text
-    ]
-    assert leaks == [], f"the key reached: {leaks}"
-
-
-def everything_readable(
-    printed: Printed,
-    caplog: pytest.LogCaptureFixture,
-    flow_run_ids: list[str],
-    errors: list[BaseException],
-) -> dict[str, str]:
-    """All a run left behind, by where it landed."""
-    APILogWorker.drain_all(timeout=10)  # the API gets logs in batches: send them all
-    logs = [log.message for run in flow_run_ids for log in flow_run_logs(uuid.UUID(run))]
-    artifacts = [
-        {"key": artifact.key, "data": artifact.data, "description": artifact.description}
-        for run in flow_run_ids
-        for artifact in flow_run_artifacts(uuid.UUID(run))
-    ]
-    return {
-        "printed": printed(),
-        "python logs": "\n".join(
-            f"{record.name} {record.getMessage()} {record.exc_text or ''}"
-            for record in caplog.records
-        ),
-        "logs": "\n".join(logs),
-        "artifacts": json.dumps(artifacts, default=str),
-        "errors": "\n".join(error_text(error) for error in errors),
-    }
-
-
-def error_text(error: BaseException) -> str:
-    """The traceback, every chained cause, and the attributes an error carries."""
-    parts = ["".join(traceback.format_exception(error))]
-    for link in exception_chain(error):
-        parts += [repr(link), repr(vars(link))]
-    return "\n".join(parts)
-
-
-def exception_chain(error: BaseException) -> Iterator[BaseException]:
-    seen: BaseException | None = error
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
-
-
-def run_id(state: Any) -> str:
-    return str(state.state_details.flow_run_id)
 
 
 def start_cluster(flow_run_id: str, with_running_step: bool) -> str:

@@ -11,9 +11,6 @@ from typing import Any
 import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
-from prefect import flow
-from prefect.client.orchestration import get_client
-from prefect.states import Running
 
 from flows.terminate_emr_clusters import terminate_emr_clusters
 from tasks.emr import prefect_api_identity
@@ -24,8 +21,8 @@ from tasks.ops.emr import (
     build_run_job_flow_request,
     clusters_to_terminate,
 )
-from tests.emr.conftest import LOG_URI, REGION, clusters_by_state, emr
-from tests.emr.test_emr_flow import flow_run_artifacts
+from tests.emr.conftest import LOG_URI, ORPHAN_RUN, REGION, clusters_by_state, emr, live_flow_run_id
+from tests.prefect_records import flow_run_artifacts
 
 SPEC = ClusterSpec(
     cluster_name="c",
@@ -37,16 +34,6 @@ SPEC = ClusterSpec(
     core_instance_type="m5.xlarge",
     core_instance_count=1,
 )
-
-
-@flow
-def placeholder() -> None:
-    """Only there to own a flow run that stays Running."""
-
-
-def live_flow_run_id() -> str:
-    with get_client(sync_client=True) as client:
-        return str(client.create_flow_run(placeholder, state=Running()).id)
 
 
 def start_cluster(
@@ -73,9 +60,6 @@ def clusters(aws: None) -> dict[str, str]:
         "orphan": start_cluster("00000000-0000-0000-0000-000000000000"),  # run never existed
         "untagged": start_cluster("11111111-1111-1111-1111-111111111111", tagged=False),
     }
-
-
-ORPHAN_RUN = "00000000-0000-0000-0000-000000000000"  # a flow run that never existed
 
 
 def test_terminates_orphaned_tagged_clusters_only(clusters: dict[str, str]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -29,12 +30,31 @@ from botocore.exceptions import ReadTimeoutError
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.models import botocore_stubber
+from moto.core.utils import utcnow
 from moto.emrserverless.models import EMRServerlessBackend, emrserverless_backends
 from prefect_aws import AwsCredentials
 
+from flows.songs_etl import songs_etl
 from tasks.aws import BOTO_CONFIG, AwsClients, aws_clients
-from tasks.emr_serverless import EmrServerlessConfig
-from tests.emr.conftest import CODE, FAKE_SECRET, LOGS, OUT, RAW, REGION, plant_summary
+from tasks.emr import prefect_api_identity
+from tasks.emr_serverless import EmrServerlessConfig, load_serverless_spec
+from tasks.ops.emr_serverless import (
+    JobRunOwner,
+    build_start_job_run_request,
+)
+from tests.emr.conftest import (
+    CODE,
+    CODE_URI,
+    FAKE_SECRET,
+    LOGS,
+    LOGS_URI,
+    OUT,
+    OUTPUT_URI,
+    RAW,
+    REGION,
+    SONGS_URI,
+    plant_summary,
+)
 
 FAKE_ACCESS_KEY_ID = "AKIAFAKEFAKEFAKEFAKE"  # a fake key id, as in the EMR tests' block
 EXECUTION_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/sparkify-serverless-job"
@@ -257,3 +277,58 @@ def lose_first_answer_to(monkeypatch: pytest.MonkeyPatch, operation: str) -> lis
 
     monkeypatch.setattr(AwsClients, "client", client)
     return lost
+
+
+def run_serverless_flow(flow: Any = songs_etl, **overrides: Any) -> Any:
+    parameters: dict[str, Any] = {
+        "runner": "emr-serverless",
+        "songs_uri": SONGS_URI,
+        "logs_uri": LOGS_URI,
+        "output_uri": OUTPUT_URI,
+        "aws_credentials_block": "test-aws",
+        "serverless_config_block": "test-emr-serverless",
+        "code_bucket_uri": CODE_URI,
+        "poll_seconds": 0.01,
+        "max_wait_minutes": 0.05,
+    }
+    parameters.update(overrides)
+    return flow(**parameters, return_state=True)
+
+
+def the_job_run() -> dict[str, Any]:
+    application = the_application()
+    [job_run_id] = job_runs_by_state()
+    described = serverless_client().get_job_run(
+        applicationId=application["applicationId"], jobRunId=job_run_id
+    )
+    return dict(described["jobRun"])
+
+
+def start_job_run(
+    application_id: str,
+    flow_run_id: str,
+    prefect_api: str | None = None,
+    tagged: bool = True,
+    created: datetime | None = None,
+) -> str:
+    """A RUNNING job run tagged as the flow tags its own (of the tests' API unless told),
+    created at ``created`` (UTC; now unless told)."""
+    spec = load_serverless_spec("test-emr-serverless")
+    owner = JobRunOwner(flow_run_id, 1, prefect_api or prefect_api_identity())
+    request = build_start_job_run_request(
+        spec, application_id, f"songs_etl {flow_run_id}", "s3://c/e.py", "s3://c/p.zip", [], owner
+    )
+    if not tagged:
+        request["tags"] = {"project": "someone-else"}
+    job_run_id: str = serverless_client().start_job_run(**request)["jobRunId"]
+    job_run = moto_job_run(application_id, job_run_id)
+    # moto ends a job run at once, and dates it at midnight: set what EMR Serverless would.
+    job_run.state = "RUNNING"
+    job_run.created_at = created.replace(tzinfo=None) if created else utcnow()  # as moto keeps it
+    return job_run_id
+
+
+def the_application() -> dict[str, Any]:
+    [summary] = serverless_client().list_applications()["applications"]
+    application = serverless_client().get_application(applicationId=summary["id"])
+    return dict(application["application"])

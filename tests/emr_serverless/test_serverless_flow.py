@@ -37,12 +37,6 @@ from tests.emr.conftest import (
     REGION,
     SONGS_URI,
     TABLE_COUNTS,
-)
-from tests.emr.test_emr_flow import (
-    artifact_rows,
-    flow_run_artifacts,
-    flow_run_logs,
-    task_run_counts,
     throttling,
 )
 from tests.emr_serverless.conftest import (
@@ -54,42 +48,15 @@ from tests.emr_serverless.conftest import (
     job_runs_by_state,
     lose_first_answer_to,
     moto_job_run,
+    run_serverless_flow,
     serverless_client,
+    the_application,
+    the_job_run,
     wrap_serverless_clients,
 )
+from tests.prefect_records import artifact_rows, flow_run_artifacts, flow_run_logs, task_run_counts
 
 pytestmark = pytest.mark.usefixtures("serverless")
-
-
-def run_serverless_flow(flow: Any = songs_etl, **overrides: Any) -> Any:
-    parameters: dict[str, Any] = {
-        "runner": "emr-serverless",
-        "songs_uri": SONGS_URI,
-        "logs_uri": LOGS_URI,
-        "output_uri": OUTPUT_URI,
-        "aws_credentials_block": "test-aws",
-        "serverless_config_block": "test-emr-serverless",
-        "code_bucket_uri": CODE_URI,
-        "poll_seconds": 0.01,
-        "max_wait_minutes": 0.05,
-    }
-    parameters.update(overrides)
-    return flow(**parameters, return_state=True)
-
-
-def the_application() -> dict[str, Any]:
-    [summary] = serverless_client().list_applications()["applications"]
-    application = serverless_client().get_application(applicationId=summary["id"])
-    return dict(application["application"])
-
-
-def the_job_run() -> dict[str, Any]:
-    application = the_application()
-    [job_run_id] = job_runs_by_state()
-    described = serverless_client().get_job_run(
-        applicationId=application["applicationId"], jobRunId=job_run_id
-    )
-    return dict(described["jobRun"])
 
 
 def run_log(state: Any) -> list[str]:

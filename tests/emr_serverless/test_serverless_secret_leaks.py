@@ -16,19 +16,14 @@ import flows.songs_etl as songs_etl_module
 from flows.terminate_emr_clusters import terminate_emr_clusters
 from tasks.ops.emr_serverless import JobRunFailedError
 from tests.emr.conftest import FAKE_SECRET
-from tests.emr.test_secret_leaks import (
-    ACCESS_KEY_ID,
-    Printed,
-    assert_no_key_in,
-    everything_readable,
-    printed,
-    run_id,
+from tests.emr_serverless.conftest import (
+    ScriptedJobRuns,
+    job_runs_by_state,
+    run_serverless_flow,
+    start_job_run,
+    the_job_run,
 )
-from tests.emr_serverless.conftest import ScriptedJobRuns, job_runs_by_state
-from tests.emr_serverless.test_serverless_flow import run_serverless_flow, the_job_run
-from tests.emr_serverless.test_serverless_sweeper import start_job_run
-
-__all__ = ["printed"]  # the fixture: what the test printed, wherever pytest caught it
+from tests.leak_search import ACCESS_KEY_ID, Printed, assert_no_key_in, everything_readable, run_id
 
 pytestmark = pytest.mark.usefixtures("serverless")
 

@@ -9,46 +9,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from moto.core.utils import utcnow
 
 import tasks.sweeper as sweeper_tasks
 from flows.terminate_emr_clusters import terminate_emr_clusters
-from tasks.emr import prefect_api_identity
 from tasks.emr_serverless import load_serverless_spec
 from tasks.ops.emr import SweepRules
 from tasks.ops.emr_serverless import (
-    JobRunOwner,
     build_create_application_request,
-    build_start_job_run_request,
     job_runs_to_cancel,
 )
-from tests.emr.test_emr_flow import flow_run_artifacts
-from tests.emr.test_sweeper import ORPHAN_RUN, live_flow_run_id
-from tests.emr_serverless.conftest import job_runs_by_state, moto_job_run, serverless_client
-
-
-def start_job_run(
-    application_id: str,
-    flow_run_id: str,
-    prefect_api: str | None = None,
-    tagged: bool = True,
-    created: datetime | None = None,
-) -> str:
-    """A RUNNING job run tagged as the flow tags its own (of the tests' API unless told),
-    created at ``created`` (UTC; now unless told)."""
-    spec = load_serverless_spec("test-emr-serverless")
-    owner = JobRunOwner(flow_run_id, 1, prefect_api or prefect_api_identity())
-    request = build_start_job_run_request(
-        spec, application_id, f"songs_etl {flow_run_id}", "s3://c/e.py", "s3://c/p.zip", [], owner
-    )
-    if not tagged:
-        request["tags"] = {"project": "someone-else"}
-    job_run_id: str = serverless_client().start_job_run(**request)["jobRunId"]
-    job_run = moto_job_run(application_id, job_run_id)
-    # moto ends a job run at once, and dates it at midnight: set what EMR Serverless would.
-    job_run.state = "RUNNING"
-    job_run.created_at = created.replace(tzinfo=None) if created else utcnow()  # as moto keeps it
-    return job_run_id
+from tests.emr.conftest import ORPHAN_RUN, live_flow_run_id
+from tests.emr_serverless.conftest import job_runs_by_state, serverless_client, start_job_run
+from tests.prefect_records import flow_run_artifacts
 
 
 def applications() -> tuple[str, str]:
