@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # `python bench/kill_rerun.py`: make the project 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.daily import reader_fingerprint
-from bench.measure import descendants, measure
+from bench.measure import descendants, measure, reap
 from bench.run import LAKES_DIR, RESULTS_DIR
 from spark_etl.args import JobArgs
 from spark_etl.lake import LOG_SOURCE, SONG_SOURCE
@@ -126,20 +126,6 @@ def process_states(pids: list[int]) -> str:
             continue
         states.append(stat[stat.rindex(")") + 2])
     return "".join(states)
-
-
-def reap(pids: list[int]) -> None:
-    deadline = time.monotonic() + 60
-    waiting = list(pids)
-    while waiting and time.monotonic() < deadline:
-        for pid in list(waiting):
-            try:
-                reaped, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                reaped = pid
-            if reaped:
-                waiting.remove(pid)
-        time.sleep(0.05)
 
 
 def tables_seen(output: Path, old: dict, new: dict) -> str:

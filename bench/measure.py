@@ -89,3 +89,18 @@ def _rss_bytes(pid: int) -> int:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_BYTES
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def reap(pids: list[int], seconds: float = 60) -> None:
+    """Reap the zombies ``pids`` (children, or orphans this process is the subreaper of)."""
+    deadline = time.monotonic() + seconds
+    waiting = list(pids)
+    while waiting and time.monotonic() < deadline:
+        for pid in list(waiting):
+            try:
+                reaped, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                reaped = pid  # not re-parented to this process: someone else reaped it
+            if reaped:
+                waiting.remove(pid)
+        time.sleep(0.05)

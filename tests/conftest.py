@@ -56,10 +56,15 @@ def spark() -> Iterator[SparkSession]:
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[None]:
     """One ephemeral Prefect API for the tests that run flows (costs ~20 s, once)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+        # The harness then drains every worker with no time limit: drain within one first.
+        EventsWorker.drain_all(timeout=30)
+        APILogWorker.drain_all(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from bench.measure import descendants
+from bench.measure import descendants, reap
 from spark_etl.args import JobArgs
 from spark_etl.failpoints import HOLD_AT, HOLD_MARKER
 from spark_etl.job import run_job
@@ -99,7 +99,7 @@ def start_held_run(args: JobArgs, point: str, marker: Path) -> subprocess.Popen[
     deadline = time.monotonic() + HOLD_TIMEOUT_SECONDS
     while not marker.exists():
         if process.poll() is not None or time.monotonic() > deadline:
-            reap(kill_group(process))
+            reap(kill_group(process), seconds=30)
             pytest.fail(
                 f"the run never reached {point}: {process.stderr.read() if process.stderr else ''}"
             )
@@ -119,21 +119,6 @@ def kill_group(process: subprocess.Popen[str]) -> list[int]:
         pass
     process.wait(timeout=30)
     return job
-
-
-def reap(pids: list[int]) -> None:
-    """Reap the zombies :func:`kill_group` left (the test process is their subreaper)."""
-    deadline = time.monotonic() + 30
-    waiting = list(pids)
-    while waiting and time.monotonic() < deadline:
-        for pid in list(waiting):
-            try:
-                reaped, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                reaped = pid  # not re-parented to this process: someone else reaped it
-            if reaped:
-                waiting.remove(pid)
-        time.sleep(0.05)
 
 
 def process_state(pid: int) -> str:
@@ -221,7 +206,7 @@ def test_a_full_run_killed_while_publishing_is_completed_by_the_next_run_and_hol
     refuse_if_held_locally(next_run.output_uri, next_run.run_id)  # as the entry point does
     run_job(spark, next_run)
     assert process_state(job_pid) == "Z"  # a zombie all along
-    reap(zombies)
+    reap(zombies, seconds=30)
     for name, table in read_tables(spark, output).items():
         assertDataFrameEqual(table, read_tables(spark, full_output)[name])
     assert_clean(output)
@@ -253,7 +238,7 @@ def test_a_daily_run_killed_before_or_during_publication_loses_nothing(
     refuse_if_held_locally(next_run.output_uri, next_run.run_id)
     run_job(spark, next_run)
     assert process_state(job_pid) == "Z"
-    reap(zombies)
+    reap(zombies, seconds=30)
     for name, table in read_tables(spark, output).items():
         assertDataFrameEqual(table, read_tables(spark, full_output)[name])
     assert_clean(output)

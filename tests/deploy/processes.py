@@ -11,6 +11,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
+
 from tests.conftest import PROJECT_ROOT
 
 
@@ -79,3 +82,15 @@ def stopped_with_its_children(process: subprocess.Popen[bytes]) -> bool:
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     return False
+
+
+def deliver_client_events(seconds: float = 30) -> None:
+    """Send what this process still holds for the API in use (events, logs) while its
+    server is up.
+
+    The session's Prefect API drains every worker of the process at its end, with no time
+    limit; a worker left holding a stopped server's events retries for ever (the long lane
+    once hung there for 20 minutes after every test had run).
+    """
+    EventsWorker.drain_all(timeout=seconds)
+    APILogWorker.drain_all(timeout=seconds)
