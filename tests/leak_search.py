@@ -12,12 +12,10 @@ import pytest
 from prefect.logging.handlers import APILogWorker
 
 from tests.emr.conftest import (
+    FAKE_ACCESS_KEY_ID,
     FAKE_SECRET,
 )
 from tests.prefect_records import flow_run_artifacts, flow_run_logs
-
-ACCESS_KEY_ID = "AKIAFAKEFAKEFAKEFAKE"  # the block's key id (checked below)
-
 
 Printed = Callable[[], str]
 
@@ -26,7 +24,7 @@ def assert_no_key_in(readable: dict[str, str]) -> None:
     leaks = [
         (where, name)
         for where, text in readable.items()
-        for name, secret in (("secret key", FAKE_SECRET), ("access key id", ACCESS_KEY_ID))
+        for name, secret in (("secret key", FAKE_SECRET), ("access key id", FAKE_ACCESS_KEY_ID))
         if secret in text
     ]
     assert leaks == [], f"the key reached: {leaks}"

@@ -24,6 +24,7 @@ from tasks.emr import EmrClusterConfig
 
 REGION = "us-east-1"
 FAKE_SECRET = "fAkE/SeCrEt+KeY0123456789abcdefghijklmnop"  # must never show up anywhere
+FAKE_ACCESS_KEY_ID = "AKIAFAKEFAKEFAKEFAKE"  # nor this: the key id of the test block
 RAW, OUT, CODE, LOGS = "sparkify-raw", "sparkify-out", "sparkify-code", "sparkify-logs"
 SONGS_URI, LOGS_URI = f"s3://{RAW}/song_data", f"s3://{RAW}/log_data"
 OUTPUT_URI, CODE_URI, LOG_URI = f"s3://{OUT}/star", f"s3://{CODE}/jobs", f"s3://{LOGS}/emr"
@@ -37,7 +38,7 @@ def emr_blocks(prefect_api: None) -> None:
     from prefect_aws import AwsCredentials
 
     AwsCredentials(
-        aws_access_key_id="AKIAFAKEFAKEFAKEFAKE",
+        aws_access_key_id=FAKE_ACCESS_KEY_ID,
         aws_secret_access_key=FAKE_SECRET,
         region_name=REGION,
     ).save("test-aws", overwrite=True)
@@ -218,14 +219,14 @@ def throttling(operation: str) -> ClientError:
     )
 
 
+@flow
+def placeholder() -> None:
+    """Only there to own a flow run that stays Running."""
+
+
 def live_flow_run_id() -> str:
     with get_client(sync_client=True) as client:
         return str(client.create_flow_run(placeholder, state=Running()).id)
 
 
 ORPHAN_RUN = "00000000-0000-0000-0000-000000000000"  # a flow run that never existed
-
-
-@flow
-def placeholder() -> None:
-    """Only there to own a flow run that stays Running."""

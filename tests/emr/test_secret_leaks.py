@@ -27,6 +27,7 @@ from tasks.aws import AwsClients, aws_clients
 from tasks.emr import prefect_api_identity
 from tasks.ops import emr as emr_ops
 from tests.emr.conftest import (
+    FAKE_ACCESS_KEY_ID,
     FAKE_SECRET,
     LOG_URI,
     REGION,
@@ -35,7 +36,7 @@ from tests.emr.conftest import (
     run_emr_flow,
     script_steps,
 )
-from tests.leak_search import ACCESS_KEY_ID, Printed, assert_no_key_in, everything_readable, run_id
+from tests.leak_search import Printed, assert_no_key_in, everything_readable, run_id
 
 pytestmark = pytest.mark.usefixtures("aws")
 
@@ -49,7 +50,7 @@ class Interrupted(BaseException):
 @pytest.fixture(autouse=True)
 def the_block_holds_the_key_searched_for(aws: None) -> None:
     block = cast(AwsCredentials, AwsCredentials.load("test-aws"))
-    assert block.aws_access_key_id == ACCESS_KEY_ID
+    assert block.aws_access_key_id == FAKE_ACCESS_KEY_ID
     assert block.aws_secret_access_key is not None
     assert block.aws_secret_access_key.get_secret_value() == FAKE_SECRET
 

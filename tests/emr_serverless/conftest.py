@@ -32,7 +32,6 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.models import botocore_stubber
 from moto.core.utils import utcnow
 from moto.emrserverless.models import EMRServerlessBackend, emrserverless_backends
-from prefect_aws import AwsCredentials
 
 from flows.songs_etl import songs_etl
 from tasks.aws import BOTO_CONFIG, AwsClients, aws_clients
@@ -45,7 +44,6 @@ from tasks.ops.emr_serverless import (
 from tests.emr.conftest import (
     CODE,
     CODE_URI,
-    FAKE_SECRET,
     LOGS,
     LOGS_URI,
     OUT,
@@ -53,10 +51,10 @@ from tests.emr.conftest import (
     RAW,
     REGION,
     SONGS_URI,
+    emr_blocks,  # noqa: F401 (a fixture: the EMR tests' blocks, 'test-aws' among them)
     plant_summary,
 )
 
-FAKE_ACCESS_KEY_ID = "AKIAFAKEFAKEFAKEFAKE"  # a fake key id, as in the EMR tests' block
 EXECUTION_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/sparkify-serverless-job"
 SERVERLESS_LOG_URI = f"s3://{LOGS}/serverless"
 # What EMR Serverless bills a small daily run: moto bills nothing, so this is planted.
@@ -68,14 +66,8 @@ DRIVER_STDOUT = ["spark_etl: reading s3://sparkify-raw/song_data", "spark_etl: w
 
 
 @pytest.fixture(scope="session")
-def serverless_blocks(prefect_api: None) -> None:
-    """The blocks the flow loads, saved once: they live in the session's Prefect API.
-
-    'test-aws' is the EMR tests' block, value for value (moto accepts any key).
-    """
-    AwsCredentials(
-        aws_access_key_id=FAKE_ACCESS_KEY_ID, aws_secret_access_key=FAKE_SECRET, region_name=REGION
-    ).save("test-aws", overwrite=True)
+def serverless_blocks(emr_blocks: None) -> None:  # noqa: F811 (the fixture imported above)
+    """The blocks the flow loads, saved once: the EMR tests' 'test-aws' and this one."""
     EmrServerlessConfig(
         execution_role_arn=EXECUTION_ROLE, log_uri=SERVERLESS_LOG_URI, tags={"team": "data"}
     ).save("test-emr-serverless", overwrite=True)

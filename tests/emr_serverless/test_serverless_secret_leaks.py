@@ -15,7 +15,7 @@ from prefect_aws import AwsCredentials
 import flows.songs_etl as songs_etl_module
 from flows.terminate_emr_clusters import terminate_emr_clusters
 from tasks.ops.emr_serverless import JobRunFailedError
-from tests.emr.conftest import FAKE_SECRET
+from tests.emr.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET
 from tests.emr_serverless.conftest import (
     ScriptedJobRuns,
     job_runs_by_state,
@@ -23,7 +23,7 @@ from tests.emr_serverless.conftest import (
     start_job_run,
     the_job_run,
 )
-from tests.leak_search import ACCESS_KEY_ID, Printed, assert_no_key_in, everything_readable, run_id
+from tests.leak_search import Printed, assert_no_key_in, everything_readable, run_id
 
 pytestmark = pytest.mark.usefixtures("serverless")
 
@@ -34,7 +34,7 @@ def test_a_failed_run_the_hook_and_the_sweeper_leak_no_key(
     block = cast(AwsCredentials, AwsCredentials.load("test-aws"))
     assert block.aws_secret_access_key is not None  # the key searched for is really there
     assert (block.aws_access_key_id, block.aws_secret_access_key.get_secret_value()) == (
-        ACCESS_KEY_ID,
+        FAKE_ACCESS_KEY_ID,
         FAKE_SECRET,
     )
     script = ScriptedJobRuns(["RUNNING", "FAILED"]).install(monkeypatch)  # no summary
