@@ -60,7 +60,7 @@ $(EMR_STAMP):
 	@touch $@
 
 rehearse-emr: check-java emr-spark ## Run the EMR path with no AWS account: moto for AWS, real spark-submit steps
-	$(PY) -m deployments.emr_rehearsal
+	$(PY) -m rehearsal.emr
 
 fault-test: check-java ## The EMR flow 60 times under seeded AWS faults (~5 min): nothing leaked or duplicated
 	$(PY) -m pytest -q -m faults tests/emr/test_fault_injection.py
@@ -96,7 +96,7 @@ server: setup ## A local Prefect server and UI on http://127.0.0.1:4200 (loopbac
 		$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
 query: setup ## DuckDB over the local lake: the five tables as views, example queries
-	$(PY) -m deployments.query --lake data/star-schema
+	$(PY) -m lake_query --lake data/star-schema
 
 bench: check-java ## Time the job beside the tutorial-style job and DuckDB on lakes S and M
 	$(PY) bench/run.py --sizes S M

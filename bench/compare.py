@@ -14,7 +14,7 @@ if __package__ in (None, ""):  # `python bench/compare.py A B`: make the project
 
 import duckdb
 
-from deployments.query import create_views
+from lake_query import create_views
 from spark_etl.tables import TABLES
 
 # Each engine computes its own deterministic 64-bit songplay_id (see bench/duckdb_job.py);

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # `python bench/daily.py`: make the project impor
 
 from bench.measure import measure
 from bench.run import LAKES_DIR, RESULTS_DIR, SIZES, Size, ensure_lake
-from deployments.query import connect
+from lake_query import connect
 from spark_etl import jvm_archive
 from spark_etl.args import JobArgs
 from spark_etl.lake import LOG_SOURCE, SONG_SOURCE

@@ -45,8 +45,8 @@ from spark_etl.args import JobArgs
 from spark_etl.lake import LOG_SOURCE, SONG_SOURCE
 from spark_etl.publication import JOURNAL_FILE
 from spark_etl.sample_lake import SampleLakeConfig, generate_sample_lake
+from tasks.ops.names import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LAKE_CONFIG = SampleLakeConfig(songs=300, events=30_000, users=60, days=4)
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 SUPERVISOR = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tasks.ops.names import PROJECT_ROOT
+
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 
 

@@ -1,5 +1,5 @@
-"""The EMR runner: its cluster block and its tasks (preflight, upload, create, wait, submit,
-wait, terminate, read back).
+"""The EMR runner: its cluster block, its tasks (create, wait, submit, wait, terminate,
+cost) and :class:`EmrRunner`, which puts them in the flow's one sequence.
 
 Thin wrappers: each loads the ``AwsCredentials`` block once inside the run, calls ops from
 :mod:`tasks.ops`, and logs what it saw. The block lives here, beside the tasks that load
@@ -12,24 +12,29 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
-from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 from prefect.blocks.core import Block
-from prefect.client.orchestration import get_client
 
 from spark_etl.args import JobArgs
 from spark_etl.summary import RunSummary, summary_uri
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
+from tasks.aws_job import (
+    UploadedJob,
+    prefect_api_identity,
+    preflight_aws_run,
+    read_run_summary_from_s3,
+    upload_spark_job,
+)
 from tasks.ops import emr as emr_ops
 from tasks.ops import s3 as s3_ops
 from tasks.ops.cost import RunCost
-from tasks.ops.job_package import build_job_package
 from tasks.ops.live_logs import GrowingLogs, LogFollower
-from tasks.ops.preflight import PreflightError, check_aws_run, check_job_arguments
+from tasks.ops.names import LOG_FILES, RunnerName
 from tasks.run_log import ops_logs_in_run_log
+from tasks.runner import RunnerSettings
 
 # The cluster block every run loads unless told otherwise.
 DEFAULT_CLUSTER_CONFIG_BLOCK = "sparkify-emr"
@@ -52,77 +57,11 @@ class EmrClusterConfig(Block, emr_ops.ClusterSpec):
 
 
 @dataclass(frozen=True)
-class UploadedJob:
-    """Where the job code lies in S3."""
-
-    entry_uri: str
-    package_uri: str
-
-
-@dataclass(frozen=True)
 class StartedCluster:
     """A cluster of this flow run and where its logs go."""
 
     cluster_id: str
     log_uri: str
-
-
-@task(
-    name="Preflight: arguments, inputs, output and credentials",
-    retry_condition_fn=retry_transient_aws_errors,
-    **AWS_TASK_RETRIES,
-)
-def preflight_emr_run(
-    aws_credentials_block: str, job_args: JobArgs, code_bucket_uri: str | None
-) -> None:
-    """Check everything a cluster would need before one is started.
-
-    Safe to retry (its marker objects are unique and removed), so a flaky STS or S3
-    answer is tried again; a refusal is not.
-
-    Raises:
-        PreflightError: An argument the job would refuse, a malformed URI, a missing or
-            empty input, an unwritable output, or credentials that do not resolve.
-    """
-    check_job_arguments(job_args, code_bucket_uri)
-    clients = aws_clients(aws_credentials_block)
-    try:
-        account = check_aws_run(clients.s3, clients.sts, job_args, str(code_bucket_uri))
-    except ClientError as err:
-        raise PreflightError(f"AWS refused a preflight check: {err}") from err
-    get_run_logger().info(
-        "Preflight passed in account %s: inputs found, %s and %s writable",
-        account,
-        job_args.output_uri,
-        code_bucket_uri,
-    )
-
-
-@task(
-    name="Upload the Spark job", retry_condition_fn=retry_transient_aws_errors, **AWS_TASK_RETRIES
-)
-def upload_spark_job(aws_credentials_block: str, code_bucket_uri: str) -> UploadedJob:
-    """Upload the zipped ``spark_etl`` and its entry script under content-addressed keys."""
-    logger = get_run_logger()
-    package = build_job_package()
-    folder = s3_ops.parse_s3_uri(code_bucket_uri)
-    s3 = aws_clients(aws_credentials_block).s3
-    uploads = (
-        (folder.child(f"spark_etl-{package.digest}.zip"), package.zip_bytes),
-        (folder.child(f"spark_submit_entry-{package.digest}.py"), package.entry_bytes),
-    )
-    for location, body in uploads:
-        uploaded = s3_ops.upload_unless_present(s3, location, body)
-        logger.info(
-            "%s %s", "Uploaded" if uploaded else "Already there, not uploaded:", location.uri
-        )
-    return UploadedJob(entry_uri=uploads[1][0].uri, package_uri=uploads[0][0].uri)
-
-
-def prefect_api_identity() -> str:
-    """The Prefect API this run talks to: clusters are tagged with it for the sweeper."""
-    with get_client(sync_client=True) as client:
-        return str(client.api_url).rstrip("/")[:256]  # EMR tag values hold 256 characters
 
 
 @task(
@@ -264,7 +203,7 @@ def _step_log_follower(
 ) -> LogFollower:
     """Follows the step's stdout.gz and stderr.gz into the run's log."""
     folder = emr_ops.step_log_folder(cluster.log_uri, cluster.cluster_id, step_id)
-    sources = {name: folder.child(f"{name}.gz") for name in ("stdout", "stderr")}
+    sources = {name.removesuffix(".gz"): folder.child(name) for name in LOG_FILES}
     return LogFollower(GrowingLogs(s3, sources), get_run_logger().info, interval)
 
 
@@ -313,17 +252,6 @@ def end_cluster_after_failure(
         terminate_emr_cluster(aws_credentials_block, cluster.cluster_id)
     except Exception as teardown:
         raise emr_ops.EmrTeardownError(cluster.cluster_id, failure, teardown) from failure
-
-
-@task(
-    name="Read the run summary", retry_condition_fn=retry_transient_aws_errors, **AWS_TASK_RETRIES
-)
-def read_run_summary_from_s3(
-    aws_credentials_block: str, output_uri: str, run_id: str
-) -> RunSummary:
-    """The summary the job wrote to ``<output>/_runs/<run_id>.json``."""
-    location = s3_ops.parse_s3_uri(summary_uri(output_uri, run_id))
-    return RunSummary.from_json(s3_ops.read_text(aws_clients(aws_credentials_block).s3, location))
 
 
 # How long the cost waits for the terminated cluster's last hours to be counted.
@@ -405,3 +333,64 @@ def end_clusters_after_failed_create(aws_credentials_block: str, flow_run_id: st
         return
     if ended:
         logger.warning("Terminated %s: started by a create whose answer was lost", ", ".join(ended))
+
+
+class EmrRunner:
+    """The job as a step of a transient EMR cluster; the cluster ends with the step."""
+
+    name: ClassVar[RunnerName] = RunnerName.EMR
+    writes_to_s3: ClassVar[bool] = True
+
+    def __init__(self, settings: RunnerSettings) -> None:
+        self._settings = settings
+        self._block = settings.aws_credentials_block
+        self._cluster_config_block = settings.config_block or DEFAULT_CLUSTER_CONFIG_BLOCK
+        self._job: UploadedJob | None = None
+        self._cluster: StartedCluster | None = None
+        self._step_id: str | None = None
+
+    def prepare(self, job_args: JobArgs) -> JobArgs:
+        preflight_aws_run(self._block, job_args, self._settings.code_bucket_uri)
+        self._job = upload_spark_job(self._block, str(self._settings.code_bucket_uri))
+        return job_args
+
+    def start(self, job_args: JobArgs) -> None:
+        flow_run_id = self._settings.flow_run_id
+        try:
+            self._cluster = create_emr_cluster(self._block, self._cluster_config_block, flow_run_id)
+        except Exception:  # its lost last answer may hide a started cluster
+            end_clusters_after_failed_create(self._block, flow_run_id)
+            raise
+
+    def wait(self, job_args: JobArgs) -> None:
+        cluster, job = self._started()
+        poll, max_wait = self._settings.poll_seconds, self._settings.max_wait_seconds
+        wait_for_emr_cluster(self._block, cluster.cluster_id, poll, max_wait)
+        self._step_id = submit_spark_step(self._block, cluster.cluster_id, job, job_args)
+        wait_for_spark_step(self._block, cluster, self._step_id, job_args, poll, max_wait)
+
+    def end(self) -> None:
+        terminate_emr_cluster(self._block, self._started()[0].cluster_id)
+
+    def end_after_failure(self, failure: Exception) -> None:
+        end_cluster_after_failure(self._block, self._started()[0], self._step_id, failure)
+
+    def end_now(self) -> None:
+        terminate_cluster_now(self._block, self._started()[0].cluster_id)
+
+    def read_summary(self, job_args: JobArgs) -> RunSummary:
+        return read_run_summary_from_s3(self._block, job_args.output_uri, job_args.run_id)
+
+    def read_cost(self) -> RunCost | None:
+        cluster_id = self._started()[0].cluster_id
+        poll = self._settings.poll_seconds
+        return read_emr_run_cost(self._block, self._cluster_config_block, cluster_id, poll)
+
+    @staticmethod
+    def end_work_of_flow_run(aws_credentials_block: str, flow_run_id: str) -> None:
+        terminate_flow_run_clusters(aws_credentials_block, flow_run_id)
+
+    def _started(self) -> tuple[StartedCluster, UploadedJob]:
+        if self._cluster is None or self._job is None:
+            raise RuntimeError("The EMR runner was used before prepare() and start()")
+        return self._cluster, self._job

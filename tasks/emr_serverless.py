@@ -1,9 +1,9 @@
-"""The EMR Serverless runner: its block and its tasks (application, start, wait, cost,
-cancel).
+"""The EMR Serverless runner: its block, its tasks (application, start, wait, cost, cancel)
+and :class:`EmrServerlessRunner`, which puts them in the flow's one sequence.
 
 Thin wrappers: each loads the ``AwsCredentials`` block once inside the run, calls ops from
 :mod:`tasks.ops.emr_serverless`, and logs what it saw. The code upload, the preflight and
-the run summary are the EMR runner's own tasks (:mod:`tasks.emr`): the job is the same.
+the run summary are shared with EMR (:mod:`tasks.aws_job`): the job is the same.
 """
 
 from __future__ import annotations
@@ -12,21 +12,29 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import cast
+from typing import ClassVar, cast
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 from prefect.blocks.core import Block
 
 from spark_etl.args import JobArgs
-from spark_etl.summary import summary_uri
+from spark_etl.summary import RunSummary, summary_uri
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
-from tasks.emr import UploadedJob, prefect_api_identity
+from tasks.aws_job import (
+    UploadedJob,
+    prefect_api_identity,
+    preflight_aws_run,
+    read_run_summary_from_s3,
+    upload_spark_job,
+)
 from tasks.ops import emr_serverless as serverless_ops
 from tasks.ops import s3 as s3_ops
 from tasks.ops.cost import RunCost
 from tasks.ops.live_logs import GrowingLogs, LogFollower
+from tasks.ops.names import RunnerName
 from tasks.run_log import ops_logs_in_run_log
+from tasks.runner import RunnerSettings
 
 # The block every Serverless run loads unless told otherwise.
 DEFAULT_SERVERLESS_CONFIG_BLOCK = "sparkify-emr-serverless"
@@ -387,3 +395,80 @@ def cancel_job_runs_after_failed_start(aws_credentials_block: str, flow_run_id: 
         logger.warning(
             "Cancelled %s: started by a start whose answer was lost", ", ".join(cancelled)
         )
+
+
+class EmrServerlessRunner:
+    """The job as a job run of the project's EMR Serverless application.
+
+    The application outlives the run (it stops itself when idle); the job run is what a
+    run starts, and what is cancelled when the flow gives up on it.
+    """
+
+    name: ClassVar[RunnerName] = RunnerName.EMR_SERVERLESS
+    writes_to_s3: ClassVar[bool] = True
+
+    def __init__(self, settings: RunnerSettings) -> None:
+        self._settings = settings
+        self._block = settings.aws_credentials_block
+        self._serverless_config_block = settings.config_block or DEFAULT_SERVERLESS_CONFIG_BLOCK
+        self._job: UploadedJob | None = None
+        self._job_run: StartedJobRun | None = None
+
+    def prepare(self, job_args: JobArgs) -> JobArgs:
+        preflight_aws_run(self._block, job_args, self._settings.code_bucket_uri)
+        self._job = upload_spark_job(self._block, str(self._settings.code_bucket_uri))
+        return job_args
+
+    def start(self, job_args: JobArgs) -> None:
+        settings, config_block = self._settings, self._serverless_config_block
+        if self._job is None:
+            raise RuntimeError("The EMR Serverless runner was started before prepare()")
+        application_id = ensure_emr_serverless_application(
+            self._block,
+            config_block,
+            settings.flow_run_id,
+            settings.poll_seconds,
+            settings.max_wait_seconds,
+        )
+        try:
+            self._job_run = start_emr_serverless_job_run(
+                self._block,
+                config_block,
+                application_id,
+                self._job,
+                job_args,
+                settings.flow_run_id,
+                settings.flow_attempt,
+            )
+        except Exception:  # its lost last answer may hide a started job run
+            cancel_job_runs_after_failed_start(self._block, settings.flow_run_id)
+            raise
+
+    def wait(self, job_args: JobArgs) -> None:
+        poll, max_wait = self._settings.poll_seconds, self._settings.max_wait_seconds
+        wait_for_emr_serverless_job_run(self._block, self._started(), job_args, poll, max_wait)
+
+    def end(self) -> None:
+        """Nothing to end: the job run has ended, and the application stops when idle."""
+
+    def end_after_failure(self, failure: Exception) -> None:
+        cancel_job_run_after_failure(self._block, self._started(), failure)
+
+    def end_now(self) -> None:
+        cancel_job_run_now(self._block, self._started())
+
+    def read_summary(self, job_args: JobArgs) -> RunSummary:
+        return read_run_summary_from_s3(self._block, job_args.output_uri, job_args.run_id)
+
+    def read_cost(self) -> RunCost | None:
+        config_block = self._serverless_config_block
+        return estimate_emr_serverless_cost(self._block, config_block, self._started())
+
+    @staticmethod
+    def end_work_of_flow_run(aws_credentials_block: str, flow_run_id: str) -> None:
+        cancel_flow_run_job_runs(aws_credentials_block, flow_run_id)
+
+    def _started(self) -> StartedJobRun:
+        if self._job_run is None:
+            raise RuntimeError("The EMR Serverless runner was used before start()")
+        return self._job_run

@@ -1,4 +1,5 @@
-"""Tasks of the local runner: make the sample lake, check local inputs, run the job."""
+"""The local runner: make the sample lake, check local inputs, run the job on local Spark;
+and :class:`LocalRunner`, which puts them in the flow's one sequence."""
 
 from __future__ import annotations
 
@@ -6,12 +7,22 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 from prefect import get_run_logger, task
 
 from spark_etl.args import JobArgs
 from spark_etl.summary import RunSummary, summary_uri
+from tasks.ops.cost import RunCost
 from tasks.ops.local_inputs import UnusableJavaError, find_missing_inputs, java_problem
+from tasks.ops.names import PROJECT_ROOT, RunnerName
+from tasks.runner import RunnerSettings
+
+# The demo lake a run with the default locations reads, generated on first use.
+SAMPLE_LAKE = "data/sample-lake"
+DEFAULT_SONGS_URI = f"{SAMPLE_LAKE}/song_data"
+DEFAULT_LOGS_URI = f"{SAMPLE_LAKE}/log_data"
+DEFAULT_OUTPUT_URI = "data/star-schema"
 
 # The job's own log lines that are worth a line in the flow's log; Spark's INFO chatter is not.
 _NOISY_PREFIXES = (
@@ -110,3 +121,62 @@ def run_spark_job_locally(job_args: JobArgs) -> RunSummary:
         reason = last_error.removeprefix("spark_etl: error: ") or "no reason printed"
         raise LocalSparkJobError(job_args.run_id, return_code, reason, summary_path)
     return RunSummary.from_json(Path(summary_path).read_text())
+
+
+class LocalRunner:
+    """The job on local Spark, in a child process of the flow; the default runner.
+
+    Nothing outlives the run, so there is nothing to end and nothing to cost.
+    """
+
+    name: ClassVar[RunnerName] = RunnerName.LOCAL
+    writes_to_s3: ClassVar[bool] = False
+
+    def __init__(self, settings: RunnerSettings) -> None:
+        self._summary: RunSummary | None = None
+
+    def prepare(self, job_args: JobArgs) -> JobArgs:
+        """Make the sample lake when the default locations are used; check the inputs."""
+        if (job_args.songs_uri, job_args.logs_uri) == (DEFAULT_SONGS_URI, DEFAULT_LOGS_URI):
+            ensure_sample_lake(str(PROJECT_ROOT / SAMPLE_LAKE))
+        local_args = job_args.with_locations(
+            *(
+                local_path(uri)
+                for uri in (job_args.songs_uri, job_args.logs_uri, job_args.output_uri)
+            )
+        )
+        validate_local_inputs(local_args)
+        return local_args
+
+    def start(self, job_args: JobArgs) -> None:
+        """Nothing to start ahead of the job: :meth:`wait` runs it."""
+
+    def wait(self, job_args: JobArgs) -> None:
+        self._summary = run_spark_job_locally(job_args)
+
+    def end(self) -> None:
+        """Nothing outlives the job's process."""
+
+    def end_after_failure(self, failure: Exception) -> None:
+        """Nothing outlives the job's process."""
+
+    def end_now(self) -> None:
+        """Nothing outlives the job's process."""
+
+    def read_summary(self, job_args: JobArgs) -> RunSummary:
+        if self._summary is None:
+            raise RuntimeError("The local runner was asked for a summary before the job ran")
+        return self._summary
+
+    def read_cost(self) -> RunCost | None:
+        return None
+
+    @staticmethod
+    def end_work_of_flow_run(aws_credentials_block: str, flow_run_id: str) -> None:
+        """Nothing outlives the flow run's process."""
+
+
+def local_path(uri: str) -> str:
+    """Resolve a local URI against the project folder (so the flow runs from any folder)."""
+    path = Path(uri.removeprefix("file://"))
+    return str(path if path.is_absolute() else PROJECT_ROOT / path)

@@ -20,6 +20,8 @@ from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
 from tasks.emr import prefect_api_identity
 from tasks.ops import emr as emr_ops
 from tasks.ops import emr_serverless as serverless_ops
+from tasks.ops.ownership import owned_by
+from tasks.ops.sweep_rules import SweepRules, clusters_to_terminate, job_runs_to_cancel
 from tasks.run_log import ops_logs_in_run_log
 
 
@@ -74,12 +76,14 @@ def choose_clusters_to_terminate(
     busy_clusters: set[str],
 ) -> list[tuple[dict[str, Any], str]]:
     """Which clusters of this Prefect API the sweeper ends and why; each choice is logged."""
-    rules = emr_ops.SweepRules(prefect_api_identity(), max_age_minutes, heartbeat_timeout_minutes)
+    rules = SweepRules(prefect_api_identity(), max_age_minutes, heartbeat_timeout_minutes)
     with ops_logs_in_run_log():
-        doomed = emr_ops.clusters_to_terminate(
+        doomed = clusters_to_terminate(
             clusters, datetime.now(UTC), rules, live_flow_runs, busy_clusters
         )
-    ignored = [c["Id"] for c in clusters if not emr_ops.owned_by(c, rules.prefect_api)]
+    ignored = [
+        c["Id"] for c in clusters if not owned_by(emr_ops.cluster_tags(c), rules.prefect_api)
+    ]
     logger = get_run_logger()
     if ignored:
         logger.info("Not this Prefect API's (or untagged), left alone: %s", ", ".join(ignored))
@@ -126,10 +130,12 @@ def choose_job_runs_to_cancel(
     job_runs: list[dict[str, Any]], max_age_minutes: float, live_flow_runs: set[str]
 ) -> list[tuple[dict[str, Any], str]]:
     """Which job runs of this Prefect API the sweeper cancels and why; each is logged."""
-    rules = emr_ops.SweepRules(prefect_api_identity(), max_age_minutes)
-    doomed = serverless_ops.job_runs_to_cancel(job_runs, datetime.now(UTC), rules, live_flow_runs)
+    rules = SweepRules(prefect_api_identity(), max_age_minutes)
+    doomed = job_runs_to_cancel(job_runs, datetime.now(UTC), rules, live_flow_runs)
     logger = get_run_logger()
-    ignored = [j["jobRunId"] for j in job_runs if not serverless_ops.owned_by(j, rules.prefect_api)]
+    ignored = [
+        j["jobRunId"] for j in job_runs if not owned_by(j.get("tags", {}), rules.prefect_api)
+    ]
     if ignored:
         logger.info("Not this Prefect API's (or untagged), left alone: %s", ", ".join(ignored))
     for job_run, reason in doomed:

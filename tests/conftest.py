@@ -29,8 +29,6 @@ from pyspark.sql import SparkSession  # noqa: E402
 from spark_etl.session import LOCAL_JVM_SETTINGS  # noqa: E402
 from tests.lakes import DAYS, catalogue, day_events, job_args, write_lake  # noqa: E402
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:

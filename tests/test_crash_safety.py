@@ -33,13 +33,13 @@ from spark_etl.failpoints import HOLD_AT, HOLD_MARKER
 from spark_etl.job import run_job
 from spark_etl.lease import lease_uri, refuse_if_held_locally
 from spark_etl.publication import JOURNAL_FILE, STAGING_FOLDER
+from tasks.ops.names import PROJECT_ROOT
 from tests.lakes import (
     DAYS,
     job_args,
     read_tables,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration  # real job processes, killed under a supervisor
 HOLD_TIMEOUT_SECONDS = 180
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2)

@@ -258,7 +258,7 @@ def test_the_job_enforces_utc_when_the_session_zone_is_elsewhere(
 
 
 def test_duckdb_example_queries_answer_from_the_job_output(full_output: Path) -> None:
-    from deployments.query import connect, run_examples
+    from lake_query import connect, run_examples
 
     assert run_examples(connect(full_output)) == {
         "Top 5 songs by plays": [("One", "A", 4), ("Two", "B", 4)],

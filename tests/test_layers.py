@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tasks.ops.names import PROJECT_ROOT
 
 SPARK_ETL_MAY_IMPORT = ("pyspark", "py4j")
 # The one exception, in one module and imported only for an output on S3: the lease's

@@ -1,8 +1,8 @@
 """One writer per output: two songs_etl runs on one output never overlap; on two outputs they do.
 
 Real parts: the flow, its Prefect global concurrency limit and the logs, through the
-test run's Prefect API. Stubbed: the job itself (``_run_locally``) and the report, by a
-recorder that holds the output until the test lets it go. The lock is what is tested,
+test run's Prefect API. Stubbed: the job itself (a local runner that runs no Spark) and the
+report, by a recorder that holds the output until the test lets it go. The lock is what is tested,
 and it must not depend on how long Spark takes; the job's own behaviour has its own
 tests (test_job.py), and each real run would cost ~20 s of Spark here.
 """
@@ -34,17 +34,20 @@ from prefect.states import Cancelled, Crashed, Failed, Running
 import flows.songs_etl as songs_etl_module
 import tasks.output_lock as output_lock
 from flows.songs_etl import songs_etl
+from spark_etl.args import JobArgs
 from spark_etl.lease import LeaseHolder, lease_uri, process_identity
+from tasks.local_spark import LocalRunner
+from tasks.ops.names import PROJECT_ROOT, RunnerName
 from tasks.output_lock import (
     API_SLOW_MESSAGE,
     OutputBusyError,
     normalise_output_uri,
     output_limit_name,
 )
+from tasks.runner import Runner
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BLOCKED_FOR = 3.0  # long enough for a second run to reach the lock and be held there
 # How long a run may take to reach its job or to end. The ephemeral API keeps its data in
 # one SQLite file: late in a long suite a write can wait there for a whole attempt at the
@@ -64,7 +67,7 @@ class StubbedJob:
         self.threads: list[threading.Thread] = []
         self.job_args: dict[str, Any] = {}
 
-    def run_locally(self, job_args: Any) -> str:
+    def run(self, job_args: Any) -> Any:  # stands in for the RunSummary
         label = threading.current_thread().name
         self.job_args[label] = job_args
         self._record(label, "start")
@@ -90,10 +93,24 @@ class StubbedJob:
             self.events.append((label, event))
 
 
+def runner_for(stub: StubbedJob) -> type[Runner]:
+    """A local runner whose job is ``stub``: the flow's sequence is kept, Spark is not run."""
+
+    class RecordingRunner(LocalRunner):
+        def prepare(self, job_args: JobArgs) -> JobArgs:
+            return job_args  # no sample lake, no input check: there is no job to read them
+
+        def wait(self, job_args: JobArgs) -> None:
+            self._summary = stub.run(job_args)
+
+    return RecordingRunner
+
+
 @pytest.fixture
 def job(monkeypatch: pytest.MonkeyPatch) -> Iterator[StubbedJob]:
     stub = StubbedJob()
-    monkeypatch.setattr(songs_etl_module, "_run_locally", stub.run_locally)
+    runners = {**songs_etl_module.RUNNERS, RunnerName.LOCAL: runner_for(stub)}
+    monkeypatch.setattr(songs_etl_module, "RUNNERS", runners)
     monkeypatch.setattr(songs_etl_module, "publish_run_report", lambda *args, **kwargs: None)
     yield stub
     for release in stub.release.values():  # a failed test leaves no run to the next one

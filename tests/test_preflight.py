@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from prefect import flow
 
-import tasks.emr as emr_tasks
+import tasks.aws_job as aws_job_tasks
 from spark_etl.args import MAX_REJECT_RATIO_FLAG, JobArgs
 from tasks.aws import AwsClients, aws_clients
 from tasks.ops.preflight import PreflightError, check_aws_run, check_job_arguments
@@ -193,14 +193,14 @@ def run_preflight_task(
         built.__dict__["sts"] = ScriptedSts(built.sts, errors, calls)  # cached_property's slot
         return built
 
-    monkeypatch.setattr(emr_tasks, "aws_clients", clients)
+    monkeypatch.setattr(aws_job_tasks, "aws_clients", clients)
     return preflight_only(return_state=True)
 
 
 @flow
 def preflight_only() -> None:
     """The preflight task in a flow run of its own, as songs_etl runs it."""
-    emr_tasks.preflight_emr_run.with_options(retry_delay_seconds=0)(
+    aws_job_tasks.preflight_aws_run.with_options(retry_delay_seconds=0)(
         "preflight-aws", VALID, CODE_URI
     )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from deployments.query import connect, main
+from lake_query import connect, main
 from spark_etl.tables import TABLES
 
 NOV_1 = datetime.datetime(2018, 11, 1, 0, 30)

@@ -6,14 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from spark_etl.session import LOOPBACK_SETTINGS, loopback_settings
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
+from tasks.ops.names import PROJECT_ROOT
 
 # Run in a fresh process, as `python -m spark_etl` does: start the job's session, then report
 # what its UI says about itself and every socket its process tree listens on.

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tasks.ops.names import RunnerName
+
 
 @dataclass(frozen=True)
 class RunCost:
     """A run's measured usage and the estimated price of it.
 
     Attributes:
-        runner: ``emr`` or ``emr-serverless``.
+        runner: The runner that ran the job.
         usage: Each measured quantity and its amount, in report order, such as
             ``{"normalized instance hours": 16.0}``.
         estimated_usd: The estimate in US dollars.
@@ -23,7 +25,7 @@ class RunCost:
             2026-11-01 (block sparkify-emr)"``.
     """
 
-    runner: str
+    runner: RunnerName
     usage: dict[str, float] = field(default_factory=dict)
     estimated_usd: float = 0.0
     price_basis: str = ""

@@ -6,7 +6,6 @@ and the tasks build the real one from the ``AwsCredentials`` block.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -20,8 +19,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field, model_validator
 
 from tasks.ops.cost import RunCost
-from tasks.ops.retry import is_transient
-from tasks.ops.s3 import S3Location, object_exists, parse_s3_uri, read_gzip_tail, read_text
+from tasks.ops.failures import FailureEvidence, read_failure_evidence
+from tasks.ops.names import RunnerName
+from tasks.ops.ownership import flow_run_of, is_project_resource, ownership_tags
+from tasks.ops.polling import poll_states
+from tasks.ops.s3 import S3Location, parse_s3_uri
 
 if TYPE_CHECKING:
     from mypy_boto3_emr import EMRClient
@@ -29,12 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PROJECT_TAG_KEY = "project"
-PROJECT_TAG_VALUE = "sparkify-lake"
-FLOW_RUN_TAG_KEY = "prefect-flow-run-id"
-# The Prefect API the flow run lives in: a sweeper only judges clusters of its own API,
-# never those of another Prefect server or workspace in the same AWS account.
-PREFECT_API_TAG_KEY = "prefect-api"
 # When the flow last looked at its cluster: a flow process that died without a word (a
 # SIGKILL, a lost machine) stays Running in the API, but its heartbeat goes stale.
 HEARTBEAT_TAG_KEY = "prefect-heartbeat"
@@ -110,13 +106,9 @@ class EmrStepFailedError(EmrError):
         self.cluster_id, self.step_id, self.state = cluster_id, step_id, state
         self.reason, self.log_folder, self.job_reason = reason, log_folder, job_reason
         self.log_tails = dict(log_tails or {})
-        lines = [f"EMR step {step_id} on cluster {cluster_id} ended as {state}: {reason}"]
-        if job_reason:
-            lines.append(f"The job says: {job_reason}")
-        if log_folder:
-            lines.append(f"Step logs: {log_folder} (stdout.gz, stderr.gz)")
-        lines += [f"Last lines of {name}:\n{tail}" for name, tail in self.log_tails.items()]
-        super().__init__("\n".join(lines))
+        evidence = FailureEvidence(job_reason, self.log_tails)
+        first = f"EMR step {step_id} on cluster {cluster_id} ended as {state}: {reason}"
+        super().__init__("\n".join([first, *evidence.lines("Step logs", log_folder)]))
 
 
 class EmrTeardownError(EmrError):
@@ -288,9 +280,7 @@ class RunIdentity:
         """Tags that identify the project, the run and its API (the sweeper, retries)."""
         tags = {
             **extra,
-            PROJECT_TAG_KEY: PROJECT_TAG_VALUE,
-            FLOW_RUN_TAG_KEY: self.flow_run_id,
-            PREFECT_API_TAG_KEY: self.prefect_api,
+            **ownership_tags(self.flow_run_id, self.prefect_api),
             HEARTBEAT_TAG_KEY: started.isoformat(timespec="seconds"),
         }
         return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
@@ -446,7 +436,7 @@ def find_flow_run_clusters(emr: EMRClient, flow_run_id: str) -> list[str]:
     return [
         cluster["Id"]
         for cluster in iter_project_clusters(emr)
-        if _tag(cluster, FLOW_RUN_TAG_KEY) == flow_run_id
+        if flow_run_id_of(cluster) == flow_run_id
     ]
 
 
@@ -456,12 +446,13 @@ def iter_project_clusters(emr: EMRClient) -> Iterator[dict[str, Any]]:
     for page in paginator.paginate(ClusterStates=[state.value for state in CLUSTER_ACTIVE]):
         for summary in page.get("Clusters", []):
             cluster = dict(emr.describe_cluster(ClusterId=summary["Id"])["Cluster"])
-            if _tag(cluster, PROJECT_TAG_KEY) == PROJECT_TAG_VALUE:
+            if is_project_resource(cluster_tags(cluster)):
                 yield cluster
 
 
-def _tag(cluster: dict[str, Any], key: str) -> str | None:
-    return next((tag["Value"] for tag in cluster.get("Tags", []) if tag["Key"] == key), None)
+def cluster_tags(cluster: dict[str, Any]) -> dict[str, str]:
+    """A described cluster's tags as a mapping (EMR lists them as Key/Value pairs)."""
+    return {tag["Key"]: tag["Value"] for tag in cluster.get("Tags", [])}
 
 
 def create_cluster(
@@ -567,36 +558,6 @@ def wait_for_step(
     raise EmrWaitTimeoutError(cluster_id, step_id, state, max_wait)
 
 
-# A poll that keeps failing this many times in a row is not a blip: the error is raised.
-MAX_FAILED_POLLS = 10
-
-
-def poll_states(
-    read: Callable[[], tuple[str, str]], delay: float, max_wait: float
-) -> Iterator[tuple[str, str]]:
-    """Yield the state every ``delay`` seconds until ``max_wait`` has passed.
-
-    A transient error (throttling, 5xx, a lost connection) skips one look instead of
-    failing the wait: one bad poll must not end a run whose job is still writing.
-    """
-    deadline = time.monotonic() + max_wait
-    failed_in_a_row = 0
-    while True:
-        try:
-            state = read()
-        except Exception as err:
-            failed_in_a_row += 1
-            if not is_transient(err) or failed_in_a_row >= MAX_FAILED_POLLS:
-                raise
-            logger.warning("Could not read the state (%s); trying again in %.0f s", err, delay)
-        else:
-            failed_in_a_row = 0
-            yield state
-        if time.monotonic() + delay > deadline:
-            return
-        time.sleep(delay)
-
-
 def step_log_folder(log_uri: str, cluster_id: str, step_id: str) -> S3Location:
     """Where EMR puts a step's logs: ``{LogUri}/{cluster_id}/steps/{step_id}/``."""
     return parse_s3_uri(log_uri).child(cluster_id, "steps", step_id)
@@ -625,15 +586,8 @@ def build_step_failed_error(
     details = status.get("FailureDetails", {})
     reason = " ".join(filter(None, [details.get("Reason"), details.get("Message")])) or state
     folder = step_log_folder(log_uri, cluster_id, step_id)
-    job_reason = failed_run_reason(s3, summary)
-    tails: dict[str, str] = {}
-    for attempt in range(attempts if job_reason is None else 0):
-        tails = log_tails(s3, folder, lines)
-        if tails:
-            break
-        if attempt + 1 < attempts:
-            time.sleep(delay)
-    if job_reason is None and not tails:
+    evidence = read_failure_evidence(s3, summary, folder, attempts, delay, lines)
+    if evidence.job_reason is None and not evidence.log_tails:
         containers = parse_s3_uri(log_uri).child(cluster_id, "containers")
         logger.warning(
             "No run summary at %s and no step log at %s yet; look there later, and at the "
@@ -643,32 +597,14 @@ def build_step_failed_error(
             containers.uri,
         )
     return EmrStepFailedError(
-        cluster_id, step_id, state, reason, f"{folder.uri}/", tails, job_reason
+        cluster_id,
+        step_id,
+        state,
+        reason,
+        f"{folder.uri}/",
+        evidence.log_tails,
+        evidence.job_reason,
     )
-
-
-def failed_run_reason(s3: S3Client, summary: S3Location) -> str | None:
-    """The error the job recorded in its run summary, if it wrote one."""
-    if not object_exists(s3, summary):
-        return None
-    try:
-        payload = json.loads(read_text(s3, summary))
-    except ValueError:
-        logger.warning("The run summary at %s is not JSON", summary.uri)
-        return None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    return str(error) if error else None
-
-
-def log_tails(s3: S3Client, folder: S3Location, lines: int) -> dict[str, str]:
-    """The last lines of the stdout.gz and stderr.gz in ``folder`` that exist (a step's,
-    or an EMR Serverless driver's)."""
-    tails = {}
-    for name in ("stdout.gz", "stderr.gz"):
-        tail = read_gzip_tail(s3, folder.child(name), lines)
-        if tail:
-            tails[name] = tail
-    return tails
 
 
 def cancel_active_steps(emr: EMRClient, cluster_id: str) -> list[str]:
@@ -771,7 +707,7 @@ def estimate_cluster_cost(usage: ClusterUsage, spec: ClusterSpec) -> RunCost:
         basis.append(f"hours read while the cluster was {usage.state}")
     hours = usage.normalized_instance_hours
     return RunCost(
-        runner="emr",
+        runner=RunnerName.EMR,
         usage={"normalized instance hours": hours},
         estimated_usd=hours * max(rates.values(), default=0.0),
         price_basis="; ".join(basis),
@@ -819,7 +755,7 @@ def cluster_age_minutes(cluster: dict[str, Any], now: datetime) -> float:
 
 def heartbeat_age_minutes(cluster: dict[str, Any], now: datetime) -> float:
     """Minutes since the flow last refreshed the heartbeat (or created the cluster)."""
-    beat = _tag(cluster, HEARTBEAT_TAG_KEY)
+    beat = cluster_tags(cluster).get(HEARTBEAT_TAG_KEY)
     try:
         last = datetime.fromisoformat(beat) if beat else None
     except ValueError:
@@ -831,67 +767,4 @@ def heartbeat_age_minutes(cluster: dict[str, Any], now: datetime) -> float:
 
 def flow_run_id_of(cluster: dict[str, Any]) -> str | None:
     """The flow run that started the cluster, from its tag."""
-    return _tag(cluster, FLOW_RUN_TAG_KEY)
-
-
-@dataclass(frozen=True)
-class SweepRules:
-    """What the sweeper ends, and what it leaves alone."""
-
-    prefect_api: str  # only clusters tagged with this API are judged
-    max_age_minutes: float = 360.0  # older clusters end whatever their run does
-    heartbeat_timeout_minutes: float = 20.0  # a live run silent this long has died
-
-
-def owned_by(cluster: dict[str, Any], prefect_api: str) -> bool:
-    """True when the cluster carries this API's tag and a flow-run tag."""
-    return _tag(cluster, PREFECT_API_TAG_KEY) == prefect_api and bool(flow_run_id_of(cluster))
-
-
-def clusters_to_terminate(
-    clusters: list[dict[str, Any]],
-    now: datetime,
-    rules: SweepRules,
-    live_flow_runs: set[str],
-    busy_clusters: set[str],
-) -> list[tuple[dict[str, Any], str]]:
-    """Which project clusters the sweeper ends, and why (pure, for the sweeper flow).
-
-    A cluster whose run has ended (or died: its heartbeat went stale) is ended, unless a
-    step still runs on it: that step may be writing the lake, so the cluster is left to
-    finish it and to its idle timeout, and a later sweep ends it. Clusters older than
-    the maximum age are ended whatever they do.
-
-    Args:
-        clusters: Described active clusters that carry the project tag.
-        now: The current time (timezone-aware).
-        rules: Which clusters are this sweeper's, and the time limits.
-        live_flow_runs: Ids of flow runs that are still pending or running.
-        busy_clusters: Ids of clusters with a pending or running step.
-    """
-    doomed = []
-    for cluster in (c for c in clusters if owned_by(c, rules.prefect_api)):
-        reason = _why_ended(cluster, now, rules, live_flow_runs)
-        age = cluster_age_minutes(cluster, now)
-        if age > rules.max_age_minutes:
-            doomed.append((cluster, f"older than {rules.max_age_minutes:.0f} min ({age:.0f} min)"))
-        elif reason and cluster["Id"] in busy_clusters:
-            logger.warning(
-                "%s: %s, but a step still runs on it: left to end", cluster["Id"], reason
-            )
-        elif reason:
-            doomed.append((cluster, reason))
-    return doomed
-
-
-def _why_ended(
-    cluster: dict[str, Any], now: datetime, rules: SweepRules, live_flow_runs: set[str]
-) -> str | None:
-    """Why the cluster's flow run no longer needs it, or None while the run lives."""
-    flow_run_id = flow_run_id_of(cluster)
-    if flow_run_id not in live_flow_runs:
-        return f"its flow run {flow_run_id} is no longer running"
-    silent = heartbeat_age_minutes(cluster, now)
-    if silent > rules.heartbeat_timeout_minutes:
-        return f"its flow run {flow_run_id} sent no heartbeat for {silent:.0f} min"
-    return None
+    return flow_run_of(cluster_tags(cluster))

@@ -21,16 +21,17 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tasks.ops.cost import RunCost
-from tasks.ops.emr import (
+from tasks.ops.failures import FailureEvidence, read_failure_evidence
+from tasks.ops.names import LOG_FILES, RunnerName
+from tasks.ops.ownership import (
     FLOW_RUN_TAG_KEY,
-    PREFECT_API_TAG_KEY,
     PROJECT_TAG_KEY,
     PROJECT_TAG_VALUE,
-    SweepRules,
-    failed_run_reason,
-    log_tails,
-    poll_states,
+    flow_run_of,
+    is_project_resource,
+    ownership_tags,
 )
+from tasks.ops.polling import poll_states
 from tasks.ops.s3 import S3Location, parse_s3_uri
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RUNNER = "emr-serverless"
 # Which attempt of the flow run started the job run: a retried task of the same attempt
 # finds its job run, a new attempt of the flow run (after a failure) starts its own.
 FLOW_ATTEMPT_TAG_KEY = "prefect-flow-run-attempt"
@@ -138,15 +138,12 @@ class JobRunFailedError(EmrServerlessError):
         self.application_id, self.job_run_id, self.state = application_id, job_run_id, state
         self.state_details, self.log_folder, self.job_reason = state_details, log_folder, job_reason
         self.log_tails = dict(log_tails or {})
-        lines = [
+        evidence = FailureEvidence(job_reason, self.log_tails)
+        first = (
             f"EMR Serverless job run {job_run_id} on application {application_id} ended as "
             f"{state}: {state_details or state}"
-        ]
-        if job_reason:
-            lines.append(f"The job says: {job_reason}")
-        lines.append(f"Driver logs: {log_folder} (stdout.gz, stderr.gz)")
-        lines += [f"Last lines of {name}:\n{tail}" for name, tail in self.log_tails.items()]
-        super().__init__("\n".join(lines))
+        )
+        super().__init__("\n".join([first, *evidence.lines("Driver logs", log_folder)]))
 
 
 class JobRunTimeoutError(EmrServerlessError):
@@ -338,10 +335,8 @@ class JobRunOwner:
         """Tags that identify the project, the run and its API (retries, hooks, sweeper)."""
         return {
             **extra,
-            PROJECT_TAG_KEY: PROJECT_TAG_VALUE,
-            FLOW_RUN_TAG_KEY: self.flow_run_id,
+            **ownership_tags(self.flow_run_id, self.prefect_api),
             FLOW_ATTEMPT_TAG_KEY: str(self.attempt),
-            PREFECT_API_TAG_KEY: self.prefect_api,
         }
 
 
@@ -452,7 +447,7 @@ def _described_application(serverless: EMRServerlessClient, application_id: str)
 
 def is_project_application(application: dict[str, Any]) -> bool:
     """True when the application carries this project's tag."""
-    return application.get("tags", {}).get(PROJECT_TAG_KEY) == PROJECT_TAG_VALUE
+    return is_project_resource(application.get("tags", {}))
 
 
 def ensure_application(
@@ -668,13 +663,10 @@ def driver_log_folder(log_uri: str, application_id: str, job_run_id: str) -> S3L
     )
 
 
-DRIVER_LOGS = ("stdout.gz", "stderr.gz")  # the Python driver prints to stdout
-
-
 def driver_log_sources(log_uri: str, application_id: str, job_run_id: str) -> dict[str, S3Location]:
     """The driver's log objects by label, for :class:`tasks.ops.live_logs.GrowingLogs`."""
     folder = driver_log_folder(log_uri, application_id, job_run_id)
-    return {name.removesuffix(".gz"): folder.child(name) for name in DRIVER_LOGS}
+    return {name.removesuffix(".gz"): folder.child(name) for name in LOG_FILES}
 
 
 def build_job_run_failed_error(
@@ -697,15 +689,8 @@ def build_job_run_failed_error(
     few times; logs that never arrive are a warning naming where to look.
     """
     folder = driver_log_folder(log_uri, application_id, job_run_id)
-    job_reason = failed_run_reason(s3, summary)
-    tails: dict[str, str] = {}
-    for attempt in range(attempts if job_reason is None else 0):
-        tails = log_tails(s3, folder, lines)
-        if tails:
-            break
-        if attempt + 1 < attempts:
-            time.sleep(delay)
-    if job_reason is None and not tails:
+    evidence = read_failure_evidence(s3, summary, folder, attempts, delay, lines)
+    if evidence.job_reason is None and not evidence.log_tails:
         logger.warning(
             "No run summary at %s and no driver log at %s/ yet; look there later",
             summary.uri,
@@ -717,8 +702,8 @@ def build_job_run_failed_error(
         state,
         job_run.get("stateDetails") or "",
         f"{folder.uri}/",
-        tails,
-        job_reason,
+        evidence.log_tails,
+        evidence.job_reason,
     )
 
 
@@ -765,43 +750,7 @@ def find_flow_run_job_runs(
 
 def flow_run_id_of(job_run: dict[str, Any]) -> str | None:
     """The flow run that started the job run, from its tag."""
-    return job_run.get("tags", {}).get(FLOW_RUN_TAG_KEY)
-
-
-def owned_by(job_run: dict[str, Any], prefect_api: str) -> bool:
-    """True when the job run carries this API's tag and a flow-run tag."""
-    tags = job_run.get("tags", {})
-    return tags.get(PREFECT_API_TAG_KEY) == prefect_api and bool(flow_run_id_of(job_run))
-
-
-def job_runs_to_cancel(
-    job_runs: list[dict[str, Any]],
-    now: datetime,
-    rules: SweepRules,
-    live_flow_runs: set[str],
-) -> list[tuple[dict[str, Any], str]]:
-    """Which project job runs the sweeper cancels, and why (pure, for the sweeper flow).
-
-    A job run whose flow run has ended is cancelled: nobody waits for it, and the next
-    run would write the same lake beside it. One older than the maximum age is
-    cancelled whatever its run does. There is no heartbeat: a flow process that died
-    without a word leaves its job run to the execution timeout of the block.
-
-    Args:
-        job_runs: Described active job runs of the project's applications.
-        now: The current time (timezone-aware).
-        rules: Which job runs are this sweeper's, and the maximum age.
-        live_flow_runs: Ids of flow runs that are still pending or running.
-    """
-    doomed = []
-    for job_run in (j for j in job_runs if owned_by(j, rules.prefect_api)):
-        age = (now - job_run["createdAt"]).total_seconds() / 60
-        flow_run_id = flow_run_id_of(job_run)
-        if age > rules.max_age_minutes:
-            doomed.append((job_run, f"older than {rules.max_age_minutes:.0f} min ({age:.0f} min)"))
-        elif flow_run_id not in live_flow_runs:
-            doomed.append((job_run, f"its flow run {flow_run_id} is no longer running"))
-    return doomed
+    return flow_run_of(job_run.get("tags", {}))
 
 
 BILLED_UNITS: tuple[tuple[str, Literal["vCPUHour", "memoryGBHour", "storageGBHour"]], ...] = (
@@ -826,4 +775,4 @@ def job_run_cost(job_run: dict[str, Any], prices: ServerlessPrices) -> RunCost |
         + usage["memory GB-hours"] * prices.memory_gb_hour
         + usage["storage GB-hours"] * prices.storage_gb_hour
     )
-    return RunCost(RUNNER, usage, estimated, prices.basis)
+    return RunCost(RunnerName.EMR_SERVERLESS, usage, estimated, prices.basis)

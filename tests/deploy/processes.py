@@ -14,7 +14,7 @@ from typing import Any
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 
-from tests.conftest import PROJECT_ROOT
+from tasks.ops.names import PROJECT_ROOT
 
 
 def free_port() -> int:

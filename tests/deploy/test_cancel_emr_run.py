@@ -33,7 +33,7 @@ from prefect.states import Cancelling
 from prefect_aws import AwsCredentials
 
 from tasks.emr import EmrClusterConfig
-from tasks.ops.emr import FLOW_RUN_TAG_KEY
+from tasks.ops.ownership import FLOW_RUN_TAG_KEY
 from tests.deploy.processes import client, free_port, start, stopped_with_its_children, wait_healthy
 
 pytestmark = [
@@ -46,7 +46,7 @@ PROCESSES = "tests.deploy.emr_cancel_processes"  # the moto server and the serve
 REGION = "us-east-1"
 RAW, LAKE, CODE, LOGS = "cancel-raw", "cancel-lake", "cancel-code", "cancel-logs"
 DEPLOYMENT = "cancel-emr-run"
-HOOK = "_terminate_emr_clusters_of_run"
+HOOK = "_end_work_of_run"
 HOOK_DONE = f"Hook '{HOOK}' finished running successfully"
 PARAMETERS: dict[str, Any] = {
     "runner": "emr",

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from spark_etl.sample_lake import SampleLakeConfig, generate_sample_lake
+from tasks.ops.names import PROJECT_ROOT
 from tests.deploy.processes import client, free_port, start, stop, wait_healthy
 
 pytestmark = pytest.mark.integration
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 

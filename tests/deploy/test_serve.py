@@ -6,15 +6,14 @@ on its own, with yaml.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from deployments.serve import load_deployment_specs, to_runner_deployment
+from tasks.ops.names import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DECLARED: list[dict[str, Any]] = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())[
     "deployments"
 ]

@@ -11,10 +11,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-import flows.songs_etl as songs_etl_module
 import tasks.emr as emr_tasks
 from spark_etl.args import JobArgs, parse_args
-from tasks.emr import prefect_api_identity
+from tasks.aws_job import prefect_api_identity
 from tasks.ops.emr import EmrStepFailedError, EmrWaitTimeoutError
 from tasks.ops.job_package import build_job_package
 from tests.emr.conftest import (
@@ -163,7 +162,7 @@ def test_throttling_on_create_and_describe_is_retried_and_makes_one_cluster(
     wrap_emr_client(monkeypatch, lambda real: Throttled(real, ["COMPLETED"]))
     for name in ("create_emr_cluster", "wait_for_emr_cluster"):  # keep the retry, not the wait
         fast = getattr(emr_tasks, name).with_options(retry_delay_seconds=0)
-        monkeypatch.setattr(songs_etl_module, name, fast)
+        monkeypatch.setattr(emr_tasks, name, fast)
 
     state = run_emr_flow()
 
@@ -245,7 +244,7 @@ def test_an_interrupted_or_cancelled_step_fails_the_flow_naming_cluster_step_and
     monkeypatch: pytest.MonkeyPatch, states: list[str]
 ) -> None:
     script_steps(monkeypatch, states)
-    monkeypatch.setattr(songs_etl_module, "wait_for_spark_step", wait_looking_for_the_log_once)
+    monkeypatch.setattr(emr_tasks, "wait_for_spark_step", wait_looking_for_the_log_once)
 
     state = run_emr_flow()
 
@@ -265,10 +264,14 @@ def test_an_interrupted_or_cancelled_step_fails_the_flow_naming_cluster_step_and
     assert cluster_state == "TERMINATED"
 
 
+# The real task, kept before a test puts the wrapper below in its place.
+WAIT_FOR_SPARK_STEP = emr_tasks.wait_for_spark_step
+
+
 def wait_looking_for_the_log_once(*args: Any, **kwargs: Any) -> None:
     """The flow's step wait, looking for the step log once instead of three times 20 s
     apart: nothing writes one in these tests, and the wait would only slow them down."""
-    emr_tasks.wait_for_spark_step(*args, **kwargs, log_attempts=1, log_delay_seconds=0.0)
+    WAIT_FOR_SPARK_STEP(*args, **kwargs, log_attempts=1, log_delay_seconds=0.0)
 
 
 def test_a_cluster_that_never_gets_ready_times_out_and_is_terminated(

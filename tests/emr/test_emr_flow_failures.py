@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-import flows.songs_etl as songs_etl_module
 import tasks.emr as emr_tasks
 import tasks.glue as glue_tasks
 from tasks.aws import AwsClients, aws_clients
@@ -102,7 +101,7 @@ def test_lost_create_and_submit_responses_are_retried_into_one_cluster_and_one_s
     wrap_emr_client(monkeypatch, lambda real: LostResponses(real, ["COMPLETED"]))
     for name in ("create_emr_cluster", "submit_spark_step"):  # keep the retry, not the wait
         fast = getattr(emr_tasks, name).with_options(retry_delay_seconds=0)
-        monkeypatch.setattr(songs_etl_module, name, fast)
+        monkeypatch.setattr(emr_tasks, name, fast)
 
     state = run_emr_flow()
 

@@ -23,6 +23,7 @@ from moto import mock_aws
 
 from tasks.aws import AwsClients, is_transient
 from tasks.ops import emr as ops
+from tasks.ops.polling import MAX_FAILED_POLLS
 from tasks.ops.s3 import InvalidS3UriError, S3Location, parse_s3_uri
 from tests.emr.conftest import REGION, ClusterStuckStarting, ScriptedSteps
 
@@ -581,15 +582,15 @@ def test_nine_failed_polls_in_a_row_are_survived_the_tenth_fails_the_wait(
     moto_emr: Any,
 ) -> None:
     cluster_id, step_id = start_cluster_with_a_step(moto_emr)
-    nine: list[str | Exception] = [no_connection() for _ in range(ops.MAX_FAILED_POLLS - 1)]
+    nine: list[str | Exception] = [no_connection() for _ in range(MAX_FAILED_POLLS - 1)]
     survived = PollScript(moto_emr, [*nine, "COMPLETED"])
     assert ops.wait_for_step(survived, cluster_id, step_id, 0, 5)[0] == "COMPLETED"
 
-    errors = [aws_error("ThrottlingException", 400) for _ in range(ops.MAX_FAILED_POLLS)]
+    errors = [aws_error("ThrottlingException", 400) for _ in range(MAX_FAILED_POLLS)]
     failing = PollScript(moto_emr, [*errors, "COMPLETED"])
     with pytest.raises(ClientError) as raised:
         ops.wait_for_step(failing, cluster_id, step_id, 0, 5)
-    assert (raised.value, failing.polls) == (errors[-1], ops.MAX_FAILED_POLLS)
+    assert (raised.value, failing.polls) == (errors[-1], MAX_FAILED_POLLS)
 
 
 def test_a_permanent_error_on_a_poll_fails_the_wait_at_once(moto_emr: Any) -> None:

@@ -38,8 +38,6 @@ from tasks.aws import BOTO_CONFIG, SINGLE_ATTEMPT_CONFIG, AwsClients, aws_client
 from tasks.glue import CatalogNotUpdatedError
 from tasks.ops.emr import (
     CLUSTER_ENDED,
-    FLOW_RUN_TAG_KEY,
-    MAX_FAILED_POLLS,
     STEP_ACTIVE,
     ClusterHeartbeat,
     ClusterSpec,
@@ -47,6 +45,8 @@ from tasks.ops.emr import (
     RunIdentity,
     build_run_job_flow_request,
 )
+from tasks.ops.ownership import FLOW_RUN_TAG_KEY
+from tasks.ops.polling import MAX_FAILED_POLLS
 from tasks.ops.preflight import PreflightError
 from tasks.ops.retry import is_transient
 from tests.emr.conftest import (
@@ -134,7 +134,7 @@ def end_steps_in_moto(cluster_id: str, step_ids: set[str] | None = None) -> None
 
 def retry_tasks_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every task of the flow keeps its retries, without the 2, 8, 30 s waits."""
-    for module in (songs_etl_module, emr_tasks):  # tasks.emr: end_cluster_after_failure's
+    for module in (songs_etl_module, emr_tasks):  # the flow: Glue; tasks.emr: the runner's
         for name, value in vars(module).items():
             if isinstance(value, Task):
                 monkeypatch.setattr(module, name, value.with_options(retry_delay_seconds=0))

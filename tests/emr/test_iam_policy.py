@@ -24,9 +24,10 @@ from typing import Any
 import boto3
 import pytest
 
-from tasks.ops.emr import HEARTBEAT_TAG_KEY, PROJECT_TAG_KEY, PROJECT_TAG_VALUE
+from tasks.ops.emr import HEARTBEAT_TAG_KEY
+from tasks.ops.names import PROJECT_ROOT
+from tasks.ops.ownership import PROJECT_TAG_KEY, PROJECT_TAG_VALUE
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 POLICY_DOC = PROJECT_ROOT / "docs" / "aws.md"
 POLICY_SECTION = "## Least-privilege policy for the flow's credentials"
 SERVERLESS_POLICY_SECTION = "## EMR Serverless: least-privilege policy for the flow's credentials"

@@ -18,7 +18,8 @@ import pytest
 from moto import mock_aws
 from pyspark.sql import SparkSession
 
-from deployments.emr_rehearsal import (
+from flows.songs_etl import songs_etl
+from rehearsal.emr import (
     LAKE_BUCKET,
     LOG_BUCKET,
     REGION,
@@ -27,7 +28,6 @@ from deployments.emr_rehearsal import (
     prepare_aws,
     upload_day,
 )
-from flows.songs_etl import songs_etl
 from spark_etl.lake import day_log_parts
 from spark_etl.summary import RunSummary
 from spark_etl.tables import TABLES
@@ -182,7 +182,7 @@ def _run_id(step_id: str, cluster_id: str) -> str:
 
 
 def test_the_rehearsal_runs_spark_submit_with_the_steps_own_arguments(tmp_path: Path) -> None:
-    from deployments.emr_rehearsal import spark_submit_command
+    from rehearsal.emr import spark_submit_command
 
     spark = EmrSpark(tmp_path / "bin" / "spark-submit", tmp_path / "bin" / "python")
     step = ["spark-submit", "--deploy-mode", "cluster", "--py-files", "s3://c/p.zip", "s3://c/e.py"]

@@ -21,10 +21,11 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect_aws import AwsCredentials
 
 import flows.songs_etl as songs_etl_module
+import tasks.emr as emr_tasks
 import tasks.glue as glue_tasks
 from flows.terminate_emr_clusters import terminate_emr_clusters
 from tasks.aws import AwsClients, aws_clients
-from tasks.emr import prefect_api_identity
+from tasks.aws_job import prefect_api_identity
 from tasks.ops import emr as emr_ops
 from tests.emr.conftest import (
     FAKE_ACCESS_KEY_ID,
@@ -40,7 +41,7 @@ from tests.leak_search import Printed, assert_no_key_in, everything_readable, ru
 
 pytestmark = pytest.mark.usefixtures("aws")
 
-HOOK = "_terminate_emr_clusters_of_run"
+HOOK = "_end_work_of_run"
 
 
 class Interrupted(BaseException):
@@ -67,7 +68,7 @@ def test_an_interrupted_run_and_its_crash_hook_leak_no_key(
         crashed_runs.append(str(current_flow_run.id))
         raise Interrupted("the worker was stopped")
 
-    monkeypatch.setattr(songs_etl_module, "wait_for_spark_step", interrupted_wait)
+    monkeypatch.setattr(emr_tasks, "wait_for_spark_step", interrupted_wait)
 
     with pytest.raises(Interrupted) as interrupt:
         run_emr_flow()
@@ -89,7 +90,7 @@ def test_the_hook_on_a_cluster_still_running_its_step_leaks_no_key(
         id=flow_run_id, parameters={"runner": "emr", "aws_credentials_block": "test-aws"}
     )
 
-    songs_etl_module._terminate_emr_clusters_of_run(None, flow_run, None)
+    songs_etl_module._end_work_of_run(None, flow_run, None)
 
     assert clusters_by_state() == {cluster_id: "TERMINATED"}
     readable = everything_readable(printed, caplog, [], [])

@@ -13,14 +13,13 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 
 from flows.terminate_emr_clusters import terminate_emr_clusters
-from tasks.emr import prefect_api_identity
+from tasks.aws_job import prefect_api_identity
 from tasks.ops.emr import (
     ClusterSpec,
     RunIdentity,
-    SweepRules,
     build_run_job_flow_request,
-    clusters_to_terminate,
 )
+from tasks.ops.sweep_rules import SweepRules, clusters_to_terminate
 from tests.emr.conftest import LOG_URI, ORPHAN_RUN, REGION, clusters_by_state, emr, live_flow_run_id
 from tests.prefect_records import flow_run_artifacts
 

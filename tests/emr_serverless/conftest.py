@@ -35,7 +35,7 @@ from moto.emrserverless.models import EMRServerlessBackend, emrserverless_backen
 
 from flows.songs_etl import songs_etl
 from tasks.aws import BOTO_CONFIG, AwsClients, aws_clients
-from tasks.emr import prefect_api_identity
+from tasks.aws_job import prefect_api_identity
 from tasks.emr_serverless import EmrServerlessConfig, load_serverless_spec
 from tasks.ops.emr_serverless import (
     JobRunOwner,

@@ -20,7 +20,7 @@ import flows.songs_etl as songs_etl_module
 import tasks.emr_serverless as serverless_tasks
 from flows.songs_etl import songs_etl
 from spark_etl.args import JobArgs, parse_args
-from tasks.emr import prefect_api_identity
+from tasks.aws_job import prefect_api_identity
 from tasks.ops.emr_serverless import (
     JobRunFailedError,
     JobRunOwner,
@@ -341,7 +341,7 @@ def test_throttling_is_tried_again_and_makes_one_application_and_one_job_run(
 def retry_at_once(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """The flow's task keeps its retries, without their wait."""
     fast = getattr(serverless_tasks, name).with_options(retry_delay_seconds=0)
-    monkeypatch.setattr(songs_etl_module, name, fast)
+    monkeypatch.setattr(serverless_tasks, name, fast)
 
 
 def test_a_lost_answer_to_start_job_run_still_gives_one_job_run(
@@ -399,7 +399,7 @@ def test_a_cancelled_flow_run_cancels_its_job_run(monkeypatch: pytest.MonkeyPatc
         raise TerminationSignal(signal.SIGTERM)
 
     monkeypatch.setattr(
-        songs_etl_module, "wait_for_emr_serverless_job_run", cancelled_while_waiting
+        serverless_tasks, "wait_for_emr_serverless_job_run", cancelled_while_waiting
     )
     try:
         with pytest.raises(TerminationSignal):
@@ -413,7 +413,7 @@ def test_a_cancelled_flow_run_cancels_its_job_run(monkeypatch: pytest.MonkeyPatc
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(UUID(flow_run_id)).state.type == StateType.CANCELLED
     logged = [log.message for log in flow_run_logs(UUID(flow_run_id))]
-    hook = "_cancel_emr_serverless_job_runs_of_run"
+    hook = "_end_work_of_run"
     assert f"Running hook '{hook}' in response to entering state 'Cancelling'" in logged
     assert f"Hook '{hook}' finished running successfully" in logged
 
@@ -428,13 +428,14 @@ def test_the_hook_cancels_the_job_runs_of_its_flow_run_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ours, theirs = start_running_job_run("run-ours"), start_running_job_run("run-theirs")
-    flow_run = SimpleNamespace(
-        id="run-ours", parameters={"runner": "emr-serverless", "aws_credentials_block": "test-aws"}
-    )
 
-    songs_etl_module._terminate_emr_clusters_of_run(None, flow_run, None)  # not its runner
+    def flow_run(runner: str) -> SimpleNamespace:
+        parameters = {"runner": runner, "aws_credentials_block": "test-aws"}
+        return SimpleNamespace(id="run-ours", parameters=parameters)
+
+    songs_etl_module._end_work_of_run(None, flow_run("emr"), None)  # not its runner
     assert job_runs_by_state() == {ours: "RUNNING", theirs: "RUNNING"}
-    songs_etl_module._cancel_emr_serverless_job_runs_of_run(None, flow_run, None)
+    songs_etl_module._end_work_of_run(None, flow_run("emr-serverless"), None)
 
     assert job_runs_by_state() == {ours: "CANCELLED", theirs: "RUNNING"}
 

@@ -50,7 +50,7 @@ def test_a_failed_run_the_hook_and_the_sweeper_leak_no_key(
         id="run-of-the-hook",
         parameters={"runner": "emr-serverless", "aws_credentials_block": "test-aws"},
     )
-    songs_etl_module._cancel_emr_serverless_job_runs_of_run(None, flow_run, None)
+    songs_etl_module._end_work_of_run(None, flow_run, None)
     orphan = start_job_run(application_id, "00000000-0000-0000-0000-000000000000")
     swept = terminate_emr_clusters(aws_credentials_block="test-aws", return_state=True)
 

@@ -13,11 +13,8 @@ import pytest
 import tasks.sweeper as sweeper_tasks
 from flows.terminate_emr_clusters import terminate_emr_clusters
 from tasks.emr_serverless import load_serverless_spec
-from tasks.ops.emr import SweepRules
-from tasks.ops.emr_serverless import (
-    build_create_application_request,
-    job_runs_to_cancel,
-)
+from tasks.ops.emr_serverless import build_create_application_request
+from tasks.ops.sweep_rules import SweepRules, job_runs_to_cancel
 from tests.emr.conftest import ORPHAN_RUN, live_flow_run_id
 from tests.emr_serverless.conftest import job_runs_by_state, serverless_client, start_job_run
 from tests.prefect_records import flow_run_artifacts

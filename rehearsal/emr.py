@@ -1,7 +1,7 @@
 """Rehearse the EMR path with no AWS account: moto stands in for AWS, and every step the
 flow submits runs for real.
 
-    make rehearse-emr          # or: .venv/bin/python -m deployments.emr_rehearsal
+    make rehearse-emr          # or: .venv/bin/python -m rehearsal.emr
 
 The ``songs_etl`` flow runs with ``runner="emr"``, unchanged. moto answers its AWS calls;
 a :class:`StepRunner` thread watches moto's EMR clusters and executes each step the way
@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tasks.ops.names import PROJECT_ROOT
+
 # pyspark of the Spark line emr-spark-8.0.0 runs (Spark 4.0, Python 3.11); `make emr-spark`.
 EMR_SPARK_VENV = PROJECT_ROOT / ".venv-emr"
 MOTO_ACCOUNT = "123456789012"

@@ -1,8 +1,8 @@
 """Query the local lake with DuckDB: the five tables as views, and three example questions.
 
-python -m deployments.query --lake data/star-schema              # the example answers
-python -m deployments.query --lake data/star-schema --sql "SELECT count(*) FROM users"
-python -m deployments.query --lake data/star-schema --shell      # type SQL, one line each
+python -m lake_query --lake data/star-schema              # the example answers
+python -m lake_query --lake data/star-schema --sql "SELECT count(*) FROM users"
+python -m lake_query --lake data/star-schema --shell      # type SQL, one line each
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def run_examples(connection: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the example answers, run one statement, or read statements from stdin."""
-    parser = argparse.ArgumentParser(prog="python -m deployments.query", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lake_query", description=__doc__)
     parser.add_argument("--lake", type=Path, default=Path("data/star-schema"))
     parser.add_argument("--sql", help="one statement to run")
     parser.add_argument("--shell", action="store_true", help="read statements from stdin")
@@ -155,7 +155,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"-- {title}")
             connection.sql(sql).show()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

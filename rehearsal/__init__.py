@@ -1,0 +1,1 @@
+"""Harnesses that rehearse the AWS runners with no AWS account (not installed: a checkout's)."""
