@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mypy_boto3_emr_serverless import EMRServerlessClient
     from mypy_boto3_glue import GlueClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sts import STSClient
 
 # The block every flow loads unless told otherwise (`make` and the docs create it).
 DEFAULT_CREDENTIALS_BLOCK = "sparkify-aws"
@@ -84,9 +85,9 @@ class AwsClients:
         return cast("GlueClient", self.client("glue"))
 
     @cached_property
-    def sts(self) -> Any:
-        """STS client (typed loosely: the project does not install the STS stubs)."""
-        return self.client("sts")
+    def sts(self) -> STSClient:
+        """STS client: who the credentials are."""
+        return cast("STSClient", self.client("sts"))
 
     def client(self, service: str, config: Config = BOTO_CONFIG) -> Any:
         """A new client of ``service``: the one place where the project builds clients."""

@@ -6,19 +6,29 @@ own tasks live in :mod:`tasks.emr` and :mod:`tasks.emr_serverless`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
 
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
+from pydantic import BaseModel
 
 from spark_etl.args import JobArgs
 from spark_etl.summary import RunSummary, summary_uri
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
 from tasks.ops import s3 as s3_ops
 from tasks.ops.job_package import build_job_package
+from tasks.ops.live_logs import LogFollower
 from tasks.ops.ownership import MAX_TAG_VALUE
 from tasks.ops.preflight import PreflightError, check_aws_run, check_job_arguments
+from tasks.run_log import ops_logs_in_run_log
+from tasks.runner import RunnerSettings
+
+Waited = TypeVar("Waited")
+Spec = TypeVar("Spec", bound=BaseModel)
+Work = TypeVar("Work")  # what a runner starts: a cluster, a job run
 
 
 @dataclass(frozen=True)
@@ -97,3 +107,86 @@ def read_run_summary_from_s3(
     """The summary the job wrote to ``<output>/_runs/<run_id>.json``."""
     location = s3_ops.parse_s3_uri(summary_uri(output_uri, run_id))
     return RunSummary.from_json(s3_ops.read_text(aws_clients(aws_credentials_block).s3, location))
+
+
+def spec_of(block: BaseModel, spec_type: type[Spec]) -> Spec:
+    """The Prefect-free spec inside a config block (a Block that is also the spec)."""
+    return spec_type.model_validate(block.model_dump(include=set(spec_type.model_fields)))
+
+
+def summary_location(job_args: JobArgs) -> s3_ops.S3Location:
+    """Where the job writes its run summary: ``<output>/_runs/<run_id>.json``."""
+    return s3_ops.parse_s3_uri(summary_uri(job_args.output_uri, job_args.run_id))
+
+
+def wait_following_logs(wait: Callable[[], Waited], driver_logs: LogFollower) -> Waited:
+    """``wait()``, with the ops' lines in the run's log; the driver's last log lines are
+    read whatever the outcome (after a timeout they say where the job hangs)."""
+    with ops_logs_in_run_log():
+        try:
+            return wait()
+        finally:
+            driver_logs.finish()
+
+
+def end_work_after_failed_start(
+    end_work_of_flow_run: Callable[[str, str], list[str]],
+    aws_credentials_block: str,
+    flow_run_id: str,
+    backstop: str,
+) -> None:
+    """End what a failed start (RunJobFlow, StartJobRun) may have started after all.
+
+    Its last attempt may have started a cluster or a job run before the answer was lost:
+    the flow never learned the id, so it is found by the flow run's tag. A failure here
+    is logged, not raised: the start's error stays the run's; the sweeper and
+    ``backstop`` (the block's own timeout) end what is left.
+    """
+    logger = get_run_logger()
+    try:
+        ended = end_work_of_flow_run(aws_credentials_block, flow_run_id)
+    except Exception as err:
+        logger.error(
+            "Could not look for what flow run %s started before its failed start (%s); the "
+            "terminate_emr_clusters sweeper or %s ends it",
+            flow_run_id,
+            err,
+            backstop,
+        )
+        return
+    if ended:
+        logger.warning("Ended %s: started by a request whose answer was lost", ", ".join(ended))
+
+
+class AwsRunner(Generic[Work]):
+    """What the AWS runners share: the same preflight, upload and run summary, and the
+    work (a cluster, a job run) that :meth:`start` sets."""
+
+    writes_to_s3: ClassVar[bool] = True
+    default_config_block: ClassVar[str]
+
+    def __init__(self, settings: RunnerSettings) -> None:
+        self._settings = settings
+        self._block = settings.aws_credentials_block
+        self._config_block = settings.config_block or self.default_config_block
+        self._job: UploadedJob | None = None
+        self._work: Work | None = None
+
+    def prepare(self, job_args: JobArgs) -> JobArgs:
+        """Check everything the run needs, then upload the job code."""
+        preflight_aws_run(self._block, job_args, self._settings.code_bucket_uri)
+        self._job = upload_spark_job(self._block, str(self._settings.code_bucket_uri))
+        return job_args
+
+    def read_summary(self, job_args: JobArgs) -> RunSummary:
+        return read_run_summary_from_s3(self._block, job_args.output_uri, job_args.run_id)
+
+    def _started(self) -> Work:
+        if self._work is None:
+            raise RuntimeError(f"{type(self).__name__} was used before start()")
+        return self._work
+
+    def _uploaded(self) -> UploadedJob:
+        if self._job is None:
+            raise RuntimeError(f"{type(self).__name__} was started before prepare()")
+        return self._job

@@ -12,48 +12,42 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 from prefect.blocks.core import Block
 
 from spark_etl.args import JobArgs
-from spark_etl.summary import RunSummary, summary_uri
+from tasks import aws_job
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
-from tasks.aws_job import (
-    UploadedJob,
-    prefect_api_identity,
-    preflight_aws_run,
-    read_run_summary_from_s3,
-    upload_spark_job,
-)
+from tasks.aws_job import AwsRunner, UploadedJob, prefect_api_identity
 from tasks.ops import emr as emr_ops
-from tasks.ops import s3 as s3_ops
 from tasks.ops.cost import RunCost
+from tasks.ops.failures import DEFAULT_LOG_PATIENCE, LogPatience
 from tasks.ops.live_logs import GrowingLogs, LogFollower
 from tasks.ops.names import LOG_FILES, RunnerName
 from tasks.run_log import ops_logs_in_run_log
 from tasks.runner import RunnerSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_emr import EMRClient
+    from mypy_boto3_s3 import S3Client
 
 # The cluster block every run loads unless told otherwise.
 DEFAULT_CLUSTER_CONFIG_BLOCK = "sparkify-emr"
 
 
 class EmrClusterConfig(Block, emr_ops.ClusterSpec):
-    """How to build the transient EMR cluster of a run (no secret lives here).
-
-    Register the type with ``make blocks`` and create a block in the UI or in Python
-    (docs/aws.md). The fields are :class:`tasks.ops.emr.ClusterSpec`'s.
-    """
+    """How to build the transient EMR cluster of a run; no secret lives here. ``make
+    blocks`` registers the type (docs/aws.md); the fields are ``ClusterSpec``'s."""
 
     _block_type_name = "EMR Cluster Config"
     _description = "The transient EMR cluster of a sparkify-lake run: release, nodes, roles, logs."
 
     def cluster_spec(self) -> emr_ops.ClusterSpec:
         """The Prefect-free description the EMR ops take."""
-        fields = set(emr_ops.ClusterSpec.model_fields)
-        return emr_ops.ClusterSpec.model_validate(self.model_dump(include=fields))
+        return aws_job.spec_of(self, emr_ops.ClusterSpec)
 
 
 @dataclass(frozen=True)
@@ -113,7 +107,7 @@ def wait_for_emr_cluster(
         )
 
 
-def _state_logger(emr: Any, what: str, cluster_id: str) -> Callable[[str, str], None]:
+def _state_logger(emr: EMRClient, what: str, cluster_id: str) -> Callable[[str, str], None]:
     """Log each state seen, and keep the cluster's heartbeat fresh while waiting."""
     logger = get_run_logger()
     heartbeat = emr_ops.ClusterHeartbeat(emr, cluster_id)
@@ -150,8 +144,7 @@ def wait_for_spark_step(
     job_args: JobArgs,
     poll_seconds: float,
     max_wait_seconds: float,
-    log_attempts: int = 3,
-    log_delay_seconds: float = 20.0,
+    log_patience: LogPatience = DEFAULT_LOG_PATIENCE,
     log_poll_seconds: float = 120.0,
 ) -> None:
     """Log every state until the step ends; a failed step raises with the job's reason.
@@ -159,9 +152,8 @@ def wait_for_spark_step(
     While it waits, the new lines of the step's stdout and stderr are logged every
     ``log_poll_seconds``, as EMR copies them to the log URI (every few minutes), each
     line once, prefixed with its source; a last look follows the end of the step.
-
-    Not retried as a task: a failed Spark job fails the same way again. Transient errors
-    while polling are retried inside the wait instead.
+    Not retried as a task (a failed Spark job fails the same way again): transient
+    errors while polling are retried inside the wait.
 
     Raises:
         EmrStepFailedError: The step ended as FAILED, CANCELLED or INTERRUPTED.
@@ -175,16 +167,14 @@ def wait_for_spark_step(
         log_state(state, reason)
         step_logs.tick()
 
-    with ops_logs_in_run_log():
-        try:
-            state, status = emr_ops.wait_for_step(
-                clients.emr, cluster.cluster_id, step_id, poll_seconds, max_wait_seconds, on_state
-            )
-        except Exception:  # a step that timed out: its last lines say where it hangs
-            step_logs.finish()
-            raise
-        step_logs.finish()
-        if state in emr_ops.STEP_FAILED:
+    state, status = aws_job.wait_following_logs(
+        lambda: emr_ops.wait_for_step(
+            clients.emr, cluster.cluster_id, step_id, poll_seconds, max_wait_seconds, on_state
+        ),
+        step_logs,
+    )
+    if state in emr_ops.STEP_FAILED:
+        with ops_logs_in_run_log():
             raise emr_ops.build_step_failed_error(
                 clients.s3,
                 cluster.cluster_id,
@@ -192,14 +182,13 @@ def wait_for_spark_step(
                 state,
                 status,
                 cluster.log_uri,
-                s3_ops.parse_s3_uri(summary_uri(job_args.output_uri, job_args.run_id)),
-                attempts=log_attempts,
-                delay=log_delay_seconds,
+                aws_job.summary_location(job_args),
+                log_patience,
             )
 
 
 def _step_log_follower(
-    s3: Any, cluster: StartedCluster, step_id: str, interval: float
+    s3: S3Client, cluster: StartedCluster, step_id: str, interval: float
 ) -> LogFollower:
     """Follows the step's stdout.gz and stderr.gz into the run's log."""
     folder = emr_ops.step_log_folder(cluster.log_uri, cluster.cluster_id, step_id)
@@ -312,85 +301,46 @@ def terminate_flow_run_clusters(aws_credentials_block: str, flow_run_id: str) ->
     return cluster_ids
 
 
-def end_clusters_after_failed_create(aws_credentials_block: str, flow_run_id: str) -> None:
-    """End a cluster that a failed ``create_emr_cluster`` may have started after all.
-
-    Its last attempt's RunJobFlow may have started a cluster before the response was
-    lost: the flow never learned the id, so the cluster is found by its tag. A failure
-    here is logged, not raised: the create's error stays the run's; the sweeper and the
-    idle timeout are the backstop.
-    """
-    logger = get_run_logger()
-    try:
-        ended = terminate_flow_run_clusters(aws_credentials_block, flow_run_id)
-    except Exception as err:
-        logger.error(
-            "Could not look for a cluster of flow run %s after the failed create (%s); the "
-            "terminate_emr_clusters sweeper or the idle timeout ends any",
-            flow_run_id,
-            err,
-        )
-        return
-    if ended:
-        logger.warning("Terminated %s: started by a create whose answer was lost", ", ".join(ended))
-
-
-class EmrRunner:
+class EmrRunner(AwsRunner[StartedCluster]):
     """The job as a step of a transient EMR cluster; the cluster ends with the step."""
 
     name: ClassVar[RunnerName] = RunnerName.EMR
-    writes_to_s3: ClassVar[bool] = True
+    default_config_block: ClassVar[str] = DEFAULT_CLUSTER_CONFIG_BLOCK
 
     def __init__(self, settings: RunnerSettings) -> None:
-        self._settings = settings
-        self._block = settings.aws_credentials_block
-        self._cluster_config_block = settings.config_block or DEFAULT_CLUSTER_CONFIG_BLOCK
-        self._job: UploadedJob | None = None
-        self._cluster: StartedCluster | None = None
+        super().__init__(settings)
         self._step_id: str | None = None
-
-    def prepare(self, job_args: JobArgs) -> JobArgs:
-        preflight_aws_run(self._block, job_args, self._settings.code_bucket_uri)
-        self._job = upload_spark_job(self._block, str(self._settings.code_bucket_uri))
-        return job_args
 
     def start(self, job_args: JobArgs) -> None:
         flow_run_id = self._settings.flow_run_id
         try:
-            self._cluster = create_emr_cluster(self._block, self._cluster_config_block, flow_run_id)
+            self._work = create_emr_cluster(self._block, self._config_block, flow_run_id)
         except Exception:  # its lost last answer may hide a started cluster
-            end_clusters_after_failed_create(self._block, flow_run_id)
+            aws_job.end_work_after_failed_start(
+                terminate_flow_run_clusters, self._block, flow_run_id, "the idle timeout"
+            )
             raise
 
     def wait(self, job_args: JobArgs) -> None:
-        cluster, job = self._started()
+        cluster, job = self._started(), self._uploaded()
         poll, max_wait = self._settings.poll_seconds, self._settings.max_wait_seconds
         wait_for_emr_cluster(self._block, cluster.cluster_id, poll, max_wait)
         self._step_id = submit_spark_step(self._block, cluster.cluster_id, job, job_args)
         wait_for_spark_step(self._block, cluster, self._step_id, job_args, poll, max_wait)
 
     def end(self) -> None:
-        terminate_emr_cluster(self._block, self._started()[0].cluster_id)
+        terminate_emr_cluster(self._block, self._started().cluster_id)
 
     def end_after_failure(self, failure: Exception) -> None:
-        end_cluster_after_failure(self._block, self._started()[0], self._step_id, failure)
+        end_cluster_after_failure(self._block, self._started(), self._step_id, failure)
 
     def end_now(self) -> None:
-        terminate_cluster_now(self._block, self._started()[0].cluster_id)
-
-    def read_summary(self, job_args: JobArgs) -> RunSummary:
-        return read_run_summary_from_s3(self._block, job_args.output_uri, job_args.run_id)
+        terminate_cluster_now(self._block, self._started().cluster_id)
 
     def read_cost(self) -> RunCost | None:
-        cluster_id = self._started()[0].cluster_id
-        poll = self._settings.poll_seconds
-        return read_emr_run_cost(self._block, self._cluster_config_block, cluster_id, poll)
+        cluster_id, poll = self._started().cluster_id, self._settings.poll_seconds
+        return read_emr_run_cost(self._block, self._config_block, cluster_id, poll)
 
     @staticmethod
     def end_work_of_flow_run(aws_credentials_block: str, flow_run_id: str) -> None:
         terminate_flow_run_clusters(aws_credentials_block, flow_run_id)
-
-    def _started(self) -> tuple[StartedCluster, UploadedJob]:
-        if self._cluster is None or self._job is None:
-            raise RuntimeError("The EMR runner was used before prepare() and start()")
-        return self._cluster, self._job

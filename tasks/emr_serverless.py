@@ -19,32 +19,25 @@ from prefect.artifacts import create_link_artifact
 from prefect.blocks.core import Block
 
 from spark_etl.args import JobArgs
-from spark_etl.summary import RunSummary, summary_uri
+from tasks import aws_job
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
-from tasks.aws_job import (
-    UploadedJob,
-    prefect_api_identity,
-    preflight_aws_run,
-    read_run_summary_from_s3,
-    upload_spark_job,
-)
+from tasks.aws_job import AwsRunner, UploadedJob, prefect_api_identity
 from tasks.ops import emr_serverless as serverless_ops
-from tasks.ops import s3 as s3_ops
 from tasks.ops.cost import RunCost
+from tasks.ops.failures import DEFAULT_LOG_PATIENCE, LogPatience
 from tasks.ops.live_logs import GrowingLogs, LogFollower
 from tasks.ops.names import RunnerName
 from tasks.run_log import ops_logs_in_run_log
-from tasks.runner import RunnerSettings
 
 # The block every Serverless run loads unless told otherwise.
 DEFAULT_SERVERLESS_CONFIG_BLOCK = "sparkify-emr-serverless"
 
 
 class EmrServerlessConfig(Block, serverless_ops.ServerlessSpec):
-    """The EMR Serverless application and job runs of a run (no secret lives here).
+    """The EMR Serverless application and the job runs of sparkify-lake.
 
-    Register the type with ``make blocks`` and create a block in the UI or in Python
-    (docs/aws.md). The fields are :class:`tasks.ops.emr_serverless.ServerlessSpec`'s.
+    No secret lives here. Create one in the UI or in Python once ``make blocks`` has
+    registered the type (docs/aws.md); each field is described on the form.
     """
 
     _block_type_name = "EMR Serverless Config"
@@ -55,8 +48,7 @@ class EmrServerlessConfig(Block, serverless_ops.ServerlessSpec):
 
     def serverless_spec(self) -> serverless_ops.ServerlessSpec:
         """The Prefect-free description the EMR Serverless ops take."""
-        fields = set(serverless_ops.ServerlessSpec.model_fields)
-        return serverless_ops.ServerlessSpec.model_validate(self.model_dump(include=fields))
+        return aws_job.spec_of(self, serverless_ops.ServerlessSpec)
 
 
 def load_serverless_spec(serverless_config_block: str) -> serverless_ops.ServerlessSpec:
@@ -221,49 +213,38 @@ def wait_for_emr_serverless_job_run(
     poll_seconds: float,
     max_wait_seconds: float,
     log_poll_seconds: float = 120.0,
-    log_attempts: int = 3,
-    log_delay_seconds: float = 20.0,
+    log_patience: LogPatience = DEFAULT_LOG_PATIENCE,
 ) -> None:
     """Log each new state and the driver's new log lines until the job run ends.
 
-    Not retried as a task: a failed Spark job fails the same way again. Transient errors
-    while polling are retried inside the wait instead.
+    A failed job run raises with the job's reason; like the EMR step's wait, not retried
+    as a task, but each poll is.
 
     Raises:
         JobRunFailedError: FAILED or CANCELLED, with the job's own reason.
         JobRunTimeoutError: Still running after ``max_wait_seconds`` (the flow cancels it).
     """
     clients = aws_clients(aws_credentials_block)
-    logger = get_run_logger()
     application_id, job_run_id = job_run.application_id, job_run.job_run_id
     sources = serverless_ops.driver_log_sources(job_run.log_uri, application_id, job_run_id)
-    live = LogFollower(GrowingLogs(clients.s3, sources), logger.info, log_poll_seconds)
-    with ops_logs_in_run_log():
-        try:
-            state, described = serverless_ops.wait_for_job_run(
-                clients.emr_serverless,
-                application_id,
-                job_run_id,
-                poll_seconds,
-                max_wait_seconds,
-                on_state=_state_logger(f"Job run {job_run_id}"),
-                on_poll=live.tick,
-            )
-        except Exception:  # a timeout above all: the last lines say where it hangs
-            live.finish()
-            raise
-        live.finish()
-        if state in serverless_ops.JOB_RUN_FAILED:
+    live = LogFollower(GrowingLogs(clients.s3, sources), get_run_logger().info, log_poll_seconds)
+    state, described = aws_job.wait_following_logs(
+        lambda: serverless_ops.wait_for_job_run(
+            clients.emr_serverless,
+            application_id,
+            job_run_id,
+            poll_seconds,
+            max_wait_seconds,
+            on_state=_state_logger(f"Job run {job_run_id}"),
+            on_poll=live.tick,
+        ),
+        live,
+    )
+    if state in serverless_ops.JOB_RUN_FAILED:
+        summary = aws_job.summary_location(job_args)
+        with ops_logs_in_run_log():
             raise serverless_ops.build_job_run_failed_error(
-                clients.s3,
-                application_id,
-                job_run_id,
-                state,
-                described,
-                job_run.log_uri,
-                s3_ops.parse_s3_uri(summary_uri(job_args.output_uri, job_args.run_id)),
-                attempts=log_attempts,
-                delay=log_delay_seconds,
+                clients.s3, described, job_run.log_uri, summary, log_patience
             )
 
 
@@ -372,32 +353,7 @@ def cancel_flow_run_job_runs(aws_credentials_block: str, flow_run_id: str) -> li
     return cancelled
 
 
-def cancel_job_runs_after_failed_start(aws_credentials_block: str, flow_run_id: str) -> None:
-    """Cancel a job run that a failed ``start_emr_serverless_job_run`` may have started.
-
-    Its last try's StartJobRun may have started one before the answer was lost: the flow
-    never learned the id, so the job run is found by its tag. A failure here is logged,
-    not raised: the start's error stays the run's; the sweeper and the execution timeout
-    are the backstop.
-    """
-    logger = get_run_logger()
-    try:
-        cancelled = cancel_flow_run_job_runs(aws_credentials_block, flow_run_id)
-    except Exception as err:
-        logger.error(
-            "Could not look for a job run of flow run %s after the failed start (%s); the "
-            "terminate_emr_clusters sweeper or the execution timeout ends any",
-            flow_run_id,
-            err,
-        )
-        return
-    if cancelled:
-        logger.warning(
-            "Cancelled %s: started by a start whose answer was lost", ", ".join(cancelled)
-        )
-
-
-class EmrServerlessRunner:
+class EmrServerlessRunner(AwsRunner[StartedJobRun]):
     """The job as a job run of the project's EMR Serverless application.
 
     The application outlives the run (it stops itself when idle); the job run is what a
@@ -405,43 +361,31 @@ class EmrServerlessRunner:
     """
 
     name: ClassVar[RunnerName] = RunnerName.EMR_SERVERLESS
-    writes_to_s3: ClassVar[bool] = True
-
-    def __init__(self, settings: RunnerSettings) -> None:
-        self._settings = settings
-        self._block = settings.aws_credentials_block
-        self._serverless_config_block = settings.config_block or DEFAULT_SERVERLESS_CONFIG_BLOCK
-        self._job: UploadedJob | None = None
-        self._job_run: StartedJobRun | None = None
-
-    def prepare(self, job_args: JobArgs) -> JobArgs:
-        preflight_aws_run(self._block, job_args, self._settings.code_bucket_uri)
-        self._job = upload_spark_job(self._block, str(self._settings.code_bucket_uri))
-        return job_args
+    default_config_block: ClassVar[str] = DEFAULT_SERVERLESS_CONFIG_BLOCK
 
     def start(self, job_args: JobArgs) -> None:
-        settings, config_block = self._settings, self._serverless_config_block
-        if self._job is None:
-            raise RuntimeError("The EMR Serverless runner was started before prepare()")
+        settings, job = self._settings, self._uploaded()
         application_id = ensure_emr_serverless_application(
             self._block,
-            config_block,
+            self._config_block,
             settings.flow_run_id,
             settings.poll_seconds,
             settings.max_wait_seconds,
         )
         try:
-            self._job_run = start_emr_serverless_job_run(
+            self._work = start_emr_serverless_job_run(
                 self._block,
-                config_block,
+                self._config_block,
                 application_id,
-                self._job,
+                job,
                 job_args,
                 settings.flow_run_id,
                 settings.flow_attempt,
             )
         except Exception:  # its lost last answer may hide a started job run
-            cancel_job_runs_after_failed_start(self._block, settings.flow_run_id)
+            aws_job.end_work_after_failed_start(
+                cancel_flow_run_job_runs, self._block, settings.flow_run_id, "the execution timeout"
+            )
             raise
 
     def wait(self, job_args: JobArgs) -> None:
@@ -457,18 +401,9 @@ class EmrServerlessRunner:
     def end_now(self) -> None:
         cancel_job_run_now(self._block, self._started())
 
-    def read_summary(self, job_args: JobArgs) -> RunSummary:
-        return read_run_summary_from_s3(self._block, job_args.output_uri, job_args.run_id)
-
     def read_cost(self) -> RunCost | None:
-        config_block = self._serverless_config_block
-        return estimate_emr_serverless_cost(self._block, config_block, self._started())
+        return estimate_emr_serverless_cost(self._block, self._config_block, self._started())
 
     @staticmethod
     def end_work_of_flow_run(aws_credentials_block: str, flow_run_id: str) -> None:
         cancel_flow_run_job_runs(aws_credentials_block, flow_run_id)
-
-    def _started(self) -> StartedJobRun:
-        if self._job_run is None:
-            raise RuntimeError("The EMR Serverless runner was used before start()")
-        return self._job_run

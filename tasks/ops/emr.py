@@ -19,7 +19,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field, model_validator
 
 from tasks.ops.cost import RunCost
-from tasks.ops.failures import FailureEvidence, read_failure_evidence
+from tasks.ops.failures import (
+    DEFAULT_LOG_PATIENCE,
+    FailureEvidence,
+    JobFailedError,
+    LogPatience,
+    read_failure_evidence,
+)
 from tasks.ops.names import RunnerName
 from tasks.ops.ownership import flow_run_of, is_project_resource, ownership_tags
 from tasks.ops.polling import poll_states
@@ -86,12 +92,8 @@ class EmrClusterStartError(EmrError):
         super().__init__(f"EMR cluster {cluster_id} ended as {state} before it was ready: {reason}")
 
 
-class EmrStepFailedError(EmrError):
-    """The Spark step ended as FAILED, CANCELLED or INTERRUPTED.
-
-    ``job_reason`` is the job's own one-line reason, from the run summary it wrote on
-    failure; when there is none, the tails of the step's stdout and stderr stand in.
-    """
+class EmrStepFailedError(EmrError, JobFailedError):
+    """The Spark step ended as FAILED, CANCELLED or INTERRUPTED (see JobFailedError)."""
 
     def __init__(
         self,
@@ -103,12 +105,14 @@ class EmrStepFailedError(EmrError):
         log_tails: dict[str, str] | None = None,
         job_reason: str | None = None,
     ) -> None:
-        self.cluster_id, self.step_id, self.state = cluster_id, step_id, state
-        self.reason, self.log_folder, self.job_reason = reason, log_folder, job_reason
-        self.log_tails = dict(log_tails or {})
-        evidence = FailureEvidence(job_reason, self.log_tails)
-        first = f"EMR step {step_id} on cluster {cluster_id} ended as {state}: {reason}"
-        super().__init__("\n".join([first, *evidence.lines("Step logs", log_folder)]))
+        self.cluster_id, self.step_id, self.state, self.reason = cluster_id, step_id, state, reason
+        JobFailedError.__init__(
+            self,
+            f"EMR step {step_id} on cluster {cluster_id} ended as {state}: {reason}",
+            "Step logs",
+            log_folder,
+            FailureEvidence(job_reason, dict(log_tails or {})),
+        )
 
 
 class EmrTeardownError(EmrError):
@@ -571,31 +575,16 @@ def build_step_failed_error(
     status: dict[str, Any],
     log_uri: str,
     summary: S3Location,
-    attempts: int = 3,
-    delay: float = 20.0,
-    lines: int = 40,
+    patience: LogPatience = DEFAULT_LOG_PATIENCE,
 ) -> EmrStepFailedError:
-    """Read why a step failed and build its error.
-
-    The job's own reason comes from the run summary it writes on failure. Without one (a
-    crash before the job started, a killed driver) the tails of the step's stdout.gz and
-    stderr.gz stand in: spark-submit passes the Python driver's output on as its stdout.
-    EMR copies step logs to S3 minutes late, so they are looked for a few times; logs
-    that never arrive are a warning naming where to look, not a second error.
-    """
+    """Read why a step failed (:func:`tasks.ops.failures.read_failure_evidence`) and
+    build its error; EMR's own failure details give the first line."""
     details = status.get("FailureDetails", {})
     reason = " ".join(filter(None, [details.get("Reason"), details.get("Message")])) or state
     folder = step_log_folder(log_uri, cluster_id, step_id)
-    evidence = read_failure_evidence(s3, summary, folder, attempts, delay, lines)
-    if evidence.job_reason is None and not evidence.log_tails:
-        containers = parse_s3_uri(log_uri).child(cluster_id, "containers")
-        logger.warning(
-            "No run summary at %s and no step log at %s yet; look there later, and at the "
-            "driver's YARN container logs under %s/",
-            summary.uri,
-            folder.uri,
-            containers.uri,
-        )
+    containers = parse_s3_uri(log_uri).child(cluster_id, "containers")
+    where_else = f", and at the driver's YARN container logs under {containers.uri}/"
+    evidence = read_failure_evidence(s3, summary, folder, patience, where_else)
     return EmrStepFailedError(
         cluster_id,
         step_id,

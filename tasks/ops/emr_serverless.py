@@ -21,7 +21,12 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tasks.ops.cost import RunCost
-from tasks.ops.failures import FailureEvidence, read_failure_evidence
+from tasks.ops.failures import (
+    FailureEvidence,
+    JobFailedError,
+    LogPatience,
+    read_failure_evidence,
+)
 from tasks.ops.names import LOG_FILES, RunnerName
 from tasks.ops.ownership import (
     FLOW_RUN_TAG_KEY,
@@ -118,12 +123,8 @@ class ApplicationNotReadyError(EmrServerlessError):
         )
 
 
-class JobRunFailedError(EmrServerlessError):
-    """The job run ended as FAILED or CANCELLED.
-
-    ``job_reason`` is the job's own one-line reason, from the run summary it wrote on
-    failure; when there is none, the tails of the driver's stdout and stderr stand in.
-    """
+class JobRunFailedError(EmrServerlessError, JobFailedError):
+    """The job run ended as FAILED or CANCELLED (see JobFailedError)."""
 
     def __init__(
         self,
@@ -132,18 +133,15 @@ class JobRunFailedError(EmrServerlessError):
         state: str,
         state_details: str,
         log_folder: str,
-        log_tails: dict[str, str] | None = None,
-        job_reason: str | None = None,
+        evidence: FailureEvidence,
     ) -> None:
         self.application_id, self.job_run_id, self.state = application_id, job_run_id, state
-        self.state_details, self.log_folder, self.job_reason = state_details, log_folder, job_reason
-        self.log_tails = dict(log_tails or {})
-        evidence = FailureEvidence(job_reason, self.log_tails)
-        first = (
+        self.state_details = state_details
+        first_line = (
             f"EMR Serverless job run {job_run_id} on application {application_id} ended as "
             f"{state}: {state_details or state}"
         )
-        super().__init__("\n".join([first, *evidence.lines("Driver logs", log_folder)]))
+        JobFailedError.__init__(self, first_line, "Driver logs", log_folder, evidence)
 
 
 class JobRunTimeoutError(EmrServerlessError):
@@ -670,40 +668,15 @@ def driver_log_sources(log_uri: str, application_id: str, job_run_id: str) -> di
 
 
 def build_job_run_failed_error(
-    s3: S3Client,
-    application_id: str,
-    job_run_id: str,
-    state: str,
-    job_run: dict[str, Any],
-    log_uri: str,
-    summary: S3Location,
-    attempts: int = 3,
-    delay: float = 20.0,
-    lines: int = 40,
+    s3: S3Client, job_run: dict[str, Any], log_uri: str, summary: S3Location, patience: LogPatience
 ) -> JobRunFailedError:
-    """Read why the job run failed and build its error.
-
-    The job's own reason comes from the run summary it writes on failure. Without one (a
-    crash before the job started, a killed driver), the tails of the driver's stdout.gz
-    and stderr.gz stand in. EMR Serverless uploads logs late, so they are looked for a
-    few times; logs that never arrive are a warning naming where to look.
-    """
+    """The error of a described job run that failed, with what its driver left behind."""
+    application_id, job_run_id = job_run["applicationId"], job_run["jobRunId"]
     folder = driver_log_folder(log_uri, application_id, job_run_id)
-    evidence = read_failure_evidence(s3, summary, folder, attempts, delay, lines)
-    if evidence.job_reason is None and not evidence.log_tails:
-        logger.warning(
-            "No run summary at %s and no driver log at %s/ yet; look there later",
-            summary.uri,
-            folder.uri,
-        )
+    evidence = read_failure_evidence(s3, summary, folder, patience)
+    details = job_run.get("stateDetails") or ""
     return JobRunFailedError(
-        application_id,
-        job_run_id,
-        state,
-        job_run.get("stateDetails") or "",
-        f"{folder.uri}/",
-        evidence.log_tails,
-        evidence.job_reason,
+        application_id, job_run_id, job_run["state"], details, f"{folder.uri}/", evidence
     )
 
 

@@ -24,6 +24,19 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class LogPatience:
+    """How hard to look for a failed driver's logs, which AWS copies to S3 minutes late."""
+
+    attempts: int = 3
+    delay_seconds: float = 20.0
+    lines: int = 40
+
+
+# What a run uses unless a test asks for less patience.
+DEFAULT_LOG_PATIENCE = LogPatience()
+
+
+@dataclass(frozen=True)
 class FailureEvidence:
     """What a failed job left: its own reason, else the tails of its logs by file name."""
 
@@ -39,29 +52,50 @@ class FailureEvidence:
         return lines
 
 
+class JobFailedError(Exception):
+    """A job that ended as failed on AWS, with what it left (its reason, or its logs).
+
+    ``job_reason`` is the job's own one-line reason, from the run summary it wrote on
+    failure; when there is none, ``log_tails`` (the ends of its stdout and stderr) stand in.
+    """
+
+    def __init__(
+        self, first_line: str, log_label: str, log_folder: str | None, evidence: FailureEvidence
+    ) -> None:
+        self.log_folder, self.job_reason = log_folder, evidence.job_reason
+        self.log_tails = dict(evidence.log_tails)
+        super().__init__("\n".join([first_line, *evidence.lines(log_label, log_folder)]))
+
+
 def read_failure_evidence(
     s3: S3Client,
     summary: S3Location,
     log_folder: S3Location,
-    attempts: int = 3,
-    delay: float = 20.0,
-    lines: int = 40,
+    patience: LogPatience,
+    where_else: str = "",
 ) -> FailureEvidence:
     """The job's reason from its run summary, or the tails of the logs in ``log_folder``.
 
-    Logs are looked for ``attempts`` times, ``delay`` seconds apart; logs that never
-    arrive give empty evidence, which the caller turns into a warning naming where to look.
+    Logs are looked for ``patience.attempts`` times; logs that never arrive give empty
+    evidence and a warning naming where to look (``where_else`` adds a place).
     """
     job_reason = failed_run_reason(s3, summary)
     if job_reason is not None:
         return FailureEvidence(job_reason)
     tails: dict[str, str] = {}
-    for attempt in range(attempts):
-        tails = log_tails(s3, log_folder, lines)
+    for attempt in range(patience.attempts):
+        tails = log_tails(s3, log_folder, patience.lines)
         if tails:
             break
-        if attempt + 1 < attempts:
-            time.sleep(delay)
+        if attempt + 1 < patience.attempts:
+            time.sleep(patience.delay_seconds)
+    if not tails:
+        logger.warning(
+            "No run summary at %s and no driver log at %s/ yet; look there later%s",
+            summary.uri,
+            log_folder.uri,
+            where_else,
+        )
     return FailureEvidence(None, tails)
 
 

@@ -6,7 +6,7 @@ A typo found here costs a second; found on a cluster, it costs the cluster's sta
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from spark_etl.args import JobArgs, argv_problem, uri_problem
 from spark_etl.lake import LOG_SOURCE, SONG_SOURCE, day_log_parts
@@ -14,6 +14,7 @@ from tasks.ops import s3 as s3_ops
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sts import STSClient
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def check_job_arguments(job_args: JobArgs, code_bucket_uri: str | None) -> None:
         raise PreflightError(f"the job would refuse its arguments: {problem}")
 
 
-def check_aws_run(s3: S3Client, sts: Any, job_args: JobArgs, code_bucket_uri: str) -> str:
+def check_aws_run(s3: S3Client, sts: STSClient, job_args: JobArgs, code_bucket_uri: str) -> str:
     """Check credentials, inputs and writable outputs in AWS.
 
     Returns:

@@ -15,6 +15,7 @@ import tasks.emr as emr_tasks
 from spark_etl.args import JobArgs, parse_args
 from tasks.aws_job import prefect_api_identity
 from tasks.ops.emr import EmrStepFailedError, EmrWaitTimeoutError
+from tasks.ops.failures import LogPatience
 from tasks.ops.job_package import build_job_package
 from tests.emr.conftest import (
     CODE_URI,
@@ -271,7 +272,7 @@ WAIT_FOR_SPARK_STEP = emr_tasks.wait_for_spark_step
 def wait_looking_for_the_log_once(*args: Any, **kwargs: Any) -> None:
     """The flow's step wait, looking for the step log once instead of three times 20 s
     apart: nothing writes one in these tests, and the wait would only slow them down."""
-    WAIT_FOR_SPARK_STEP(*args, **kwargs, log_attempts=1, log_delay_seconds=0.0)
+    WAIT_FOR_SPARK_STEP(*args, **kwargs, log_patience=LogPatience(1, 0.0))
 
 
 def test_a_cluster_that_never_gets_ready_times_out_and_is_terminated(

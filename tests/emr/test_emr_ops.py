@@ -23,6 +23,7 @@ from moto import mock_aws
 
 from tasks.aws import AwsClients, is_transient
 from tasks.ops import emr as ops
+from tasks.ops.failures import LogPatience
 from tasks.ops.polling import MAX_FAILED_POLLS
 from tasks.ops.s3 import InvalidS3UriError, S3Location, parse_s3_uri
 from tests.emr.conftest import REGION, ClusterStuckStarting, ScriptedSteps
@@ -269,7 +270,7 @@ def test_a_failed_steps_error_says_the_jobs_reason_or_else_the_log_tails(
                 key = f"emr/j-1/steps/s-1/{name}"
                 s3.put_object(Bucket="step-logs", Key=key, Body=gzip.compress(text.encode()))
         error = ops.build_step_failed_error(
-            s3, "j-1", "s-1", "FAILED", STATUS, "s3://step-logs/emr", SUMMARY, 1, 0, lines=2
+            s3, "j-1", "s-1", "FAILED", STATUS, "s3://step-logs/emr", SUMMARY, LogPatience(1, 0, 2)
         )
     assert (error.job_reason, error.log_tails, error.log_folder) == (
         job_reason,
@@ -295,8 +296,7 @@ def test_a_failed_step_without_summary_or_logs_is_a_warning_naming_where_to_look
             {"State": "INTERRUPTED"},
             "s3://step-logs/emr",
             SUMMARY,
-            attempts=2,
-            delay=0,
+            LogPatience(attempts=2, delay_seconds=0),
         )
     assert (error.cluster_id, error.step_id, error.state, error.reason) == (
         "j-1",
@@ -310,8 +310,8 @@ def test_a_failed_step_without_summary_or_logs_is_a_warning_naming_where_to_look
         f"Step logs: {STEP_FOLDER} (stdout.gz, stderr.gz)"
     )
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
-        "No run summary at s3://lake/star/_runs/r1.json and no step log at "
-        "s3://step-logs/emr/j-1/steps/s-1 yet; look there later, and at the driver's YARN "
+        "No run summary at s3://lake/star/_runs/r1.json and no driver log at "
+        "s3://step-logs/emr/j-1/steps/s-1/ yet; look there later, and at the driver's YARN "
         "container logs under s3://step-logs/emr/j-1/containers/"
     ]
 
@@ -365,7 +365,7 @@ def test_an_interrupted_or_cancelled_step_ends_the_wait_as_a_failure_with_its_er
     s3.create_bucket(Bucket="step-logs")
     s3.create_bucket(Bucket="lake")
     error = ops.build_step_failed_error(
-        s3, cluster_id, step_id, state, status, "s3://step-logs/emr", SUMMARY, 1, 0
+        s3, cluster_id, step_id, state, status, "s3://step-logs/emr", SUMMARY, LogPatience(1, 0)
     )
     assert (error.cluster_id, error.step_id, error.state) == (cluster_id, step_id, end)
     assert str(error) == (

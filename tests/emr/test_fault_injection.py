@@ -31,6 +31,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 import flows.songs_etl as songs_etl_module
+import tasks.aws_job as aws_job_tasks
 import tasks.emr as emr_tasks
 from flows.songs_etl import songs_etl
 from flows.terminate_emr_clusters import terminate_emr_clusters
@@ -134,7 +135,8 @@ def end_steps_in_moto(cluster_id: str, step_ids: set[str] | None = None) -> None
 
 def retry_tasks_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every task of the flow keeps its retries, without the 2, 8, 30 s waits."""
-    for module in (songs_etl_module, emr_tasks):  # the flow: Glue; tasks.emr: the runner's
+    # The flow: Glue; tasks.aws_job: preflight, upload, summary; tasks.emr: the runner's.
+    for module in (songs_etl_module, aws_job_tasks, emr_tasks):
         for name, value in vars(module).items():
             if isinstance(value, Task):
                 monkeypatch.setattr(module, name, value.with_options(retry_delay_seconds=0))

@@ -1,13 +1,15 @@
 """The IAM policies in docs/aws.md allow exactly the AWS actions the code calls.
 
-The calls are found in the source (ast), not by running it: every method called on a
-variable or attribute named like one of the ``AwsClients`` clients (``emr``,
-``emr_single_attempt``, ``emr_serverless``, ``s3``, ``glue``, ``sts``; the EMR
-Serverless ops call theirs ``serverless``) in ``tasks/*.py`` and ``tasks/ops/*.py``,
-paginators included. botocore names the API operation of each method; the operation
-names the IAM action, but for S3, whose actions differ (table below, from the S3 API
-reference's "Permissions" of each operation). Each runner's policy covers the calls of
-every file but the other runner's own.
+The calls are found in the source (ast), not by running it, by the types the code gives
+its clients, whatever their variables are called: a parameter annotated with a
+``mypy_boto3_*`` client type, a property of ``AwsClients`` (read from its return
+annotations), and names and ``self`` attributes assigned from either, in ``tasks/*.py``
+and ``tasks/ops/*.py``, paginators included. A call named like an AWS API on a receiver
+whose type cannot be told fails the test: it must be typed, so that it is checked.
+botocore names the API operation of each method; the operation names the IAM action, but
+for S3, whose actions differ (table below, from the S3 API reference's "Permissions" of
+each operation). Each runner's policy covers the calls of every file but the other
+runner's own.
 """
 
 from __future__ import annotations
@@ -40,18 +42,9 @@ SERVERLESS_ONLY = {
     PROJECT_ROOT / "tasks" / "ops" / "emr_serverless.py",
 }
 
-# Receiver names the code gives its clients (``self._emr`` counts as ``emr``) → service.
-CLIENT_SERVICES = {
-    "emr": "emr",
-    "emr_single_attempt": "emr",
-    "emr_serverless": "emr-serverless",
-    "emr_serverless_single_attempt": "emr-serverless",
-    "serverless": "emr-serverless",
-    "serverless_single_attempt": "emr-serverless",
-    "s3": "s3",
-    "glue": "glue",
-    "sts": "sts",
-}
+# Where the project's clients get their type: AwsClients' properties say which client
+# each one is by their return annotations.
+AWS_CLIENTS_MODULE = PROJECT_ROOT / "tasks" / "aws.py"
 IAM_PREFIXES = {
     "emr": "elasticmapreduce",
     "emr-serverless": "emr-serverless",
@@ -203,44 +196,201 @@ def test_emr_writes_reach_only_project_clusters_and_tagging_only_the_heartbeat()
         assert statement["Resource"] == "arn:aws:elasticmapreduce:*:123456789012:cluster/*"
 
 
-def test_the_scan_finds_calls_on_attributes_and_paginators(tmp_path: Path) -> None:
+def test_the_scan_finds_clients_by_type_whatever_their_names(tmp_path: Path) -> None:
     source = tmp_path / "sample.py"
     source.write_text(
-        "def f(self, clients, emr_ops):\n"
-        "    self._emr.add_tags(ResourceId='j-1', Tags=[])\n"
-        "    clients.glue.get_paginator('get_partitions')\n"
-        "    emr_ops.find_flow_run_clusters(clients.emr, 'run')\n"  # not a client call
-        "    return clients.emr.meta.region_name\n"
+        "from mypy_boto3_emr import EMRClient\n"
+        "from tasks.aws import aws_clients\n"
+        "from tasks.ops import emr as emr_ops\n"
+        "class Heartbeat:\n"
+        "    def __init__(self, client: EMRClient) -> None:\n"
+        "        self._anything = client\n"
+        "    def beat(self) -> None:\n"
+        "        self._anything.add_tags(ResourceId='j-1', Tags=[])\n"
+        "def f(block):\n"
+        "    client = aws_clients(block).glue\n"
+        "    client.get_paginator('get_partitions')\n"
+        "    aws_clients(block).s3.put_object(Bucket='b', Key='k', Body=b'')\n"
+        "    emr_ops.find_flow_run_clusters(client, 'run')\n"  # not a client call
+        "    return client.meta.region_name\n"
     )
 
     assert [(c.service, c.method) for c in aws_calls_in([source])] == [
         ("emr", "add_tags"),
         ("glue", "get_partitions"),
+        ("s3", "put_object"),
     ]
 
 
+def test_an_api_call_on_a_receiver_of_unknown_type_fails_the_scan(tmp_path: Path) -> None:
+    source = tmp_path / "untyped.py"
+    source.write_text("def f(client):\n    client.run_job_flow(Name='c')\n")
+
+    with pytest.raises(AssertionError, match=r"untyped.py:2: client.run_job_flow"):
+        list(aws_calls_in([source]))
+
+
 def aws_calls_in(paths: list[Path]) -> Iterator[AwsCall]:
-    """Every method call on a client-named receiver, in source order."""
+    """Every method call on a receiver typed as a boto3 client, in source order.
+
+    Raises:
+        AssertionError: A call named like an AWS API on a receiver of no known type.
+    """
+    properties = client_properties()
+    api_methods = {method for service in IAM_PREFIXES for method in api_method_names(service)}
     for path in paths:
         tree = ast.parse(path.read_text(), filename=str(path))
-        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
-        for call in sorted(calls, key=lambda node: (node.lineno, node.col_offset)):
-            if not isinstance(call.func, ast.Attribute):
-                continue
-            service = CLIENT_SERVICES.get(receiver_name(call.func.value) or "")
-            if service is None:
-                continue
-            where = f"{path.relative_to(path.parents[1])}:{call.lineno}"  # ops/emr.py:317
-            yield AwsCall(service, paginated_method(call) or call.func.attr, where)
+        types = ClientTypes(client_type_names(tree), properties, imported_modules(tree))
+        found, untyped = types.calls_in(tree, api_methods)
+        where = f"{path.relative_to(path.parents[1])}"  # ops/emr.py
+        assert not untyped, "cannot tell which client these calls are on; annotate them:\n" + (
+            "\n".join(f"{where}:{line}: {text}" for line, text in untyped)
+        )
+        for line, service, method in found:
+            yield AwsCall(service, method, f"{where}:{line}")
 
 
-def receiver_name(node: ast.expr) -> str | None:
-    """``emr`` for ``emr``, ``clients.emr`` and ``self._emr``."""
-    if isinstance(node, ast.Name):
-        return node.id.lstrip("_")
-    if isinstance(node, ast.Attribute):
-        return node.attr.lstrip("_")
-    return None
+class ClientTypes:
+    """Which AWS service each expression of one file is a client of, from its types."""
+
+    def __init__(
+        self, type_names: dict[str, str], properties: dict[str, str], modules: set[str]
+    ) -> None:
+        self.type_names, self.properties, self.modules = type_names, properties, modules
+        self.self_attributes: dict[str, str] = {}
+
+    def calls_in(
+        self, tree: ast.Module, api_methods: set[str]
+    ) -> tuple[list[tuple[int, str, str]], list[tuple[int, str]]]:
+        """(line, service, method) of each client call; (line, text) of each untyped one."""
+        functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+        for function in functions:  # self attributes first: methods use what __init__ set
+            self.names_in(function, {})
+        enclosing = {
+            inner: outer
+            for outer in functions
+            for inner in ast.walk(outer)
+            if isinstance(inner, ast.FunctionDef) and inner is not outer
+        }
+        found, untyped = [], []
+        for function in functions:
+            names = self.names_with_closure(function, enclosing)
+            for call in (n for n in ast.walk(function) if isinstance(n, ast.Call)):
+                if not isinstance(call.func, ast.Attribute):
+                    continue
+                service = self.service_of(call.func.value, names)
+                if service not in (None, "AwsClients"):
+                    method = paginated_method(call) or call.func.attr
+                    found.append((call.lineno, service, method))
+                elif call.func.attr in api_methods and not self.is_module(call.func.value):
+                    untyped.append((call.lineno, ast.unparse(call.func)))
+        return sorted(set(found)), sorted(set(untyped))
+
+    def names_with_closure(
+        self, function: ast.FunctionDef, enclosing: dict[ast.FunctionDef, ast.FunctionDef]
+    ) -> dict[str, str]:
+        """The function's names, and those it sees of the functions it is nested in."""
+        outer = enclosing.get(function)
+        inherited = self.names_with_closure(outer, enclosing) if outer else {}
+        return self.names_in(function, inherited)
+
+    def names_in(self, function: ast.FunctionDef, inherited: dict[str, str]) -> dict[str, str]:
+        """The function's names that hold a client (or an ``AwsClients``), by service."""
+        names = dict(inherited)
+        for argument in [*function.args.args, *function.args.kwonlyargs]:
+            service = self.annotated(argument.annotation)
+            if service:
+                names[argument.arg] = service
+        assignments = [n for n in ast.walk(function) if isinstance(n, ast.Assign)]
+        for assignment in sorted(assignments, key=lambda node: node.lineno):
+            for target in assignment.targets:
+                self.assign(target, assignment.value, names)
+        return names
+
+    def assign(self, target: ast.expr, value: ast.expr, names: dict[str, str]) -> None:
+        """Give ``target`` the type of ``value`` (pairwise for ``a, b = x, y``)."""
+        if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
+            for one_target, one_value in zip(target.elts, value.elts, strict=False):
+                self.assign(one_target, one_value, names)
+            return
+        service = self.service_of(value, names)
+        if service and isinstance(target, ast.Name):
+            names[target.id] = service
+        elif service and is_self_attribute(target):
+            self.self_attributes[target.attr] = service  # type: ignore[attr-defined]
+
+    def service_of(self, node: ast.expr, names: dict[str, str]) -> str | None:
+        if isinstance(node, ast.Name):
+            return names.get(node.id)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "aws_clients":
+            return "AwsClients"
+        if is_self_attribute(node):
+            return self.self_attributes.get(node.attr)  # type: ignore[attr-defined]
+        if isinstance(node, ast.Attribute) and self.service_of(node.value, names) == "AwsClients":
+            return self.properties.get(node.attr)
+        return None
+
+    def annotated(self, annotation: ast.expr | None) -> str | None:
+        if annotation is None:
+            return None
+        text = ast.unparse(annotation).strip("'\"")
+        return "AwsClients" if text == "AwsClients" else self.type_names.get(text)
+
+    def is_module(self, node: ast.expr) -> bool:
+        return isinstance(node, ast.Name) and node.id in self.modules
+
+
+def is_self_attribute(node: ast.expr) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+    )
+
+
+def client_type_names(tree: ast.Module) -> dict[str, str]:
+    """``{"EMRClient": "emr"}`` for ``from mypy_boto3_emr import EMRClient``."""
+    names = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mypy_boto3_"):
+            service = node.module.removeprefix("mypy_boto3_").replace("_", "-")  # type: ignore[union-attr]
+            for alias in node.names:
+                if alias.name.endswith("Client"):
+                    names[alias.asname or alias.name] = service
+    return names
+
+
+def imported_modules(tree: ast.Module) -> set[str]:
+    """The names a file binds to modules (``emr_ops`` for ``import ... as emr_ops``)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module in ("tasks", "tasks.ops"):
+            names |= {alias.asname or alias.name for alias in node.names}
+    return names
+
+
+@cache
+def client_properties() -> dict[str, str]:
+    """``AwsClients``' properties and the service of the client each returns."""
+    tree = ast.parse(AWS_CLIENTS_MODULE.read_text())
+    type_names = client_type_names(tree)
+    [aws_clients_class] = [
+        n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "AwsClients"
+    ]
+    return {
+        method.name: type_names[ast.unparse(method.returns).strip("'\"")]
+        for method in aws_clients_class.body
+        if isinstance(method, ast.FunctionDef)
+        and method.returns is not None
+        and ast.unparse(method.returns).strip("'\"") in type_names
+    }
+
+
+def api_method_names(service: str) -> set[str]:
+    """The client methods that are API operations of ``service``."""
+    return set(client(service).meta.method_to_api_mapping)
 
 
 def paginated_method(call: ast.Call) -> str | None:

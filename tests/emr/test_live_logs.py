@@ -18,6 +18,7 @@ from prefect.logging.handlers import APILogHandler
 from spark_etl.args import JobArgs
 from tasks.emr import StartedCluster, wait_for_spark_step
 from tasks.ops.emr import EmrStepFailedError
+from tasks.ops.failures import LogPatience
 from tasks.ops.live_logs import GrowingLogs
 from tasks.ops.s3 import S3Location
 from tests.emr.conftest import (
@@ -170,8 +171,7 @@ def test_a_running_step_logs_its_new_lines_once_and_a_failure_still_ends_with_st
             JobArgs(songs_uri=SONGS_URI, logs_uri=LOGS_URI, output_uri=OUTPUT_URI),
             poll_seconds=0.01,
             max_wait_seconds=30,
-            log_attempts=1,
-            log_delay_seconds=0,
+            log_patience=LogPatience(1, 0),
             log_poll_seconds=0,  # read the logs at every poll
         )
 

@@ -31,6 +31,7 @@ from tasks.ops.emr_serverless import (
     start_job_run,
     wait_for_application,
 )
+from tasks.ops.failures import LogPatience
 from tasks.ops.s3 import S3Location
 from tests.emr.conftest import LOGS, OUT, REGION
 from tests.emr_serverless.conftest import (
@@ -277,9 +278,13 @@ def test_a_failed_job_run_without_summary_shows_the_driver_log_tails(
     summary = S3Location(OUT, "star/_runs/r-1.json")  # the job died before writing it
     folder = f"s3://{LOGS}/{driver}/"
 
-    error = build_job_run_failed_error(
-        s3, "app-1", "run-1", "FAILED", {"stateDetails": "OOM"}, SERVERLESS_LOG_URI, summary
-    )
+    failed = {
+        "applicationId": "app-1",
+        "jobRunId": "run-1",
+        "state": "FAILED",
+        "stateDetails": "OOM",
+    }
+    error = build_job_run_failed_error(s3, failed, SERVERLESS_LOG_URI, summary, LogPatience())
 
     assert (error.job_reason, error.log_tails) == (None, {"stdout.gz": "\n".join(stdout[60:])})
     assert str(error) == (
@@ -288,8 +293,9 @@ def test_a_failed_job_run_without_summary_shows_the_driver_log_tails(
         "Last lines of stdout.gz:\n" + "\n".join(stdout[60:])
     )
     caplog.clear()
+    cancelled = {"applicationId": "app-1", "jobRunId": "run-2", "state": "CANCELLED"}
     nothing = build_job_run_failed_error(
-        s3, "app-1", "run-2", "CANCELLED", {}, SERVERLESS_LOG_URI, summary, attempts=2, delay=0
+        s3, cancelled, SERVERLESS_LOG_URI, summary, LogPatience(attempts=2, delay_seconds=0)
     )
     assert str(nothing) == (
         "EMR Serverless job run run-2 on application app-1 ended as CANCELLED: CANCELLED\n"
