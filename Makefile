@@ -21,7 +21,7 @@ jvm-archive: check-java ## Build (once) the class archive that starts small loca
 PYTEST_ARGS ?=
 FAST_LANE := not integration and not faults
 
-test: check-java ## The fast lane (~5.5 min on 2 cores): Spark on tiny lakes, flows on the ephemeral API, moto in-process
+test: check-java ## The fast lane (about 6 min on 2 cores): Spark on tiny lakes, flows on the ephemeral API, moto in-process
 	$(PY) -m pytest -q -m "$(FAST_LANE)" $(PYTEST_ARGS)
 
 test-integration: check-java emr-spark ## The long lane: real servers and processes, EMR rehearsals, the 60 fault runs
