@@ -105,7 +105,7 @@ def read_run_summary_from_s3(
     aws_credentials_block: str, output_uri: str, run_id: str
 ) -> RunSummary:
     """The summary the job wrote to ``<output>/_runs/<run_id>.json``."""
-    location = s3_ops.parse_s3_uri(summary_uri(output_uri, run_id))
+    location = summary_location(output_uri, run_id)
     return RunSummary.from_json(s3_ops.read_text(aws_clients(aws_credentials_block).s3, location))
 
 
@@ -114,9 +114,9 @@ def spec_of(block: BaseModel, spec_type: type[Spec]) -> Spec:
     return spec_type.model_validate(block.model_dump(include=set(spec_type.model_fields)))
 
 
-def summary_location(job_args: JobArgs) -> s3_ops.S3Location:
+def summary_location(output_uri: str, run_id: str) -> s3_ops.S3Location:
     """Where the job writes its run summary: ``<output>/_runs/<run_id>.json``."""
-    return s3_ops.parse_s3_uri(summary_uri(job_args.output_uri, job_args.run_id))
+    return s3_ops.parse_s3_uri(summary_uri(output_uri, run_id))
 
 
 def wait_following_logs(wait: Callable[[], Waited], driver_logs: LogFollower) -> Waited:

@@ -25,8 +25,7 @@ from tasks.aws_job import AwsRunner, UploadedJob, prefect_api_identity
 from tasks.ops import emr as emr_ops
 from tasks.ops.cost import RunCost
 from tasks.ops.failures import DEFAULT_LOG_PATIENCE, LogPatience
-from tasks.ops.live_logs import GrowingLogs, LogFollower
-from tasks.ops.names import LOG_FILES, RunnerName
+from tasks.ops.live_logs import GrowingLogs, LogFollower, driver_log_sources
 from tasks.run_log import ops_logs_in_run_log
 from tasks.runner import RunnerSettings
 
@@ -182,7 +181,7 @@ def wait_for_spark_step(
                 state,
                 status,
                 cluster.log_uri,
-                aws_job.summary_location(job_args),
+                aws_job.summary_location(job_args.output_uri, job_args.run_id),
                 log_patience,
             )
 
@@ -192,7 +191,7 @@ def _step_log_follower(
 ) -> LogFollower:
     """Follows the step's stdout.gz and stderr.gz into the run's log."""
     folder = emr_ops.step_log_folder(cluster.log_uri, cluster.cluster_id, step_id)
-    sources = {name.removesuffix(".gz"): folder.child(name) for name in LOG_FILES}
+    sources = driver_log_sources(folder)
     return LogFollower(GrowingLogs(s3, sources), get_run_logger().info, interval)
 
 
@@ -304,7 +303,6 @@ def terminate_flow_run_clusters(aws_credentials_block: str, flow_run_id: str) ->
 class EmrRunner(AwsRunner[StartedCluster]):
     """The job as a step of a transient EMR cluster; the cluster ends with the step."""
 
-    name: ClassVar[RunnerName] = RunnerName.EMR
     default_config_block: ClassVar[str] = DEFAULT_CLUSTER_CONFIG_BLOCK
 
     def __init__(self, settings: RunnerSettings) -> None:

@@ -26,7 +26,6 @@ from tasks.ops import emr_serverless as serverless_ops
 from tasks.ops.cost import RunCost
 from tasks.ops.failures import DEFAULT_LOG_PATIENCE, LogPatience
 from tasks.ops.live_logs import GrowingLogs, LogFollower
-from tasks.ops.names import RunnerName
 from tasks.run_log import ops_logs_in_run_log
 
 # The block every Serverless run loads unless told otherwise.
@@ -241,7 +240,7 @@ def wait_for_emr_serverless_job_run(
         live,
     )
     if state in serverless_ops.JOB_RUN_FAILED:
-        summary = aws_job.summary_location(job_args)
+        summary = aws_job.summary_location(job_args.output_uri, job_args.run_id)
         with ops_logs_in_run_log():
             raise serverless_ops.build_job_run_failed_error(
                 clients.s3, described, job_run.log_uri, summary, log_patience
@@ -360,7 +359,6 @@ class EmrServerlessRunner(AwsRunner[StartedJobRun]):
     run starts, and what is cancelled when the flow gives up on it.
     """
 
-    name: ClassVar[RunnerName] = RunnerName.EMR_SERVERLESS
     default_config_block: ClassVar[str] = DEFAULT_SERVERLESS_CONFIG_BLOCK
 
     def start(self, job_args: JobArgs) -> None:

@@ -15,7 +15,7 @@ from spark_etl.args import JobArgs
 from spark_etl.summary import RunSummary, summary_uri
 from tasks.ops.cost import RunCost
 from tasks.ops.local_inputs import UnusableJavaError, find_missing_inputs, java_problem
-from tasks.ops.names import PROJECT_ROOT, RunnerName
+from tasks.ops.names import PROJECT_ROOT
 from tasks.runner import RunnerSettings
 
 # The demo lake a run with the default locations reads, generated on first use.
@@ -129,7 +129,6 @@ class LocalRunner:
     Nothing outlives the run, so there is nothing to end and nothing to cost.
     """
 
-    name: ClassVar[RunnerName] = RunnerName.LOCAL
     writes_to_s3: ClassVar[bool] = False
 
     def __init__(self, settings: RunnerSettings) -> None:

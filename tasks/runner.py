@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from spark_etl.args import JobArgs
     from spark_etl.summary import RunSummary
     from tasks.ops.cost import RunCost
-    from tasks.ops.names import RunnerName
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,6 @@ class RunnerSettings:
 class Runner(Protocol):
     """Runs the job once: made with the run's settings, used by :func:`run_job` only."""
 
-    name: ClassVar[RunnerName]
     writes_to_s3: ClassVar[bool]  # its tables can be registered in Glue
 
     def __init__(self, settings: RunnerSettings) -> None: ...

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from tasks.ops import live_logs
 from tasks.ops.cost import RunCost
 from tasks.ops.failures import (
     FailureEvidence,
@@ -27,7 +28,7 @@ from tasks.ops.failures import (
     LogPatience,
     read_failure_evidence,
 )
-from tasks.ops.names import LOG_FILES, RunnerName
+from tasks.ops.names import RunnerName
 from tasks.ops.ownership import (
     FLOW_RUN_TAG_KEY,
     PROJECT_TAG_KEY,
@@ -663,8 +664,7 @@ def driver_log_folder(log_uri: str, application_id: str, job_run_id: str) -> S3L
 
 def driver_log_sources(log_uri: str, application_id: str, job_run_id: str) -> dict[str, S3Location]:
     """The driver's log objects by label, for :class:`tasks.ops.live_logs.GrowingLogs`."""
-    folder = driver_log_folder(log_uri, application_id, job_run_id)
-    return {name.removesuffix(".gz"): folder.child(name) for name in LOG_FILES}
+    return live_logs.driver_log_sources(driver_log_folder(log_uri, application_id, job_run_id))
 
 
 def build_job_run_failed_error(

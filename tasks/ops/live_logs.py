@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tasks.ops.names import LOG_FILES
 from tasks.ops.s3 import S3Location
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ logger = logging.getLogger(__name__)
 # Not there yet (EMR copies the first logs minutes after the start), or not changed since
 # the last read (the answer to IfNoneMatch).
 _NOTHING_NEW_CODES = frozenset({"NoSuchKey", "404", "NotFound", "304", "NotModified"})
+
+
+def driver_log_sources(folder: S3Location) -> dict[str, S3Location]:
+    """A driver's log objects in ``folder`` by label (``stdout``, ``stderr``), to follow."""
+    return {name.removesuffix(".gz"): folder.child(name) for name in LOG_FILES}
 
 
 class _FollowedLog:
