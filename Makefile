@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: demo test test-integration test-all lint setup check-java clean blocks deploy alerts serve server worker query bench \
-	bench-large bench-daily bench-kill local-fs-jar emr-spark rehearse-emr fault-test jvm-archive
+	bench-large bench-daily bench-kill local-fs-jar emr-spark rehearse-emr fault-test jvm-archive s3a-jars bench-s3
 
 demo: check-java jvm-archive ## Generate the sample lake (once) and run the songs_etl flow on local Spark
 	$(PY) flows/songs_etl.py
@@ -19,13 +19,19 @@ jvm-archive: check-java ## Build (once) the class archive that starts small loca
 
 # Extra pytest options for both lanes (.ci/run prints the slowest tests).
 PYTEST_ARGS ?=
+# Two xdist workers: the Spark tests on one (one JVM), the flow tests on the other
+# (tests/conftest.py, SPARK_MODULES). PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 FAST_LANE := not integration and not faults
 
-test: check-java ## The fast lane (about 6 min on 2 cores): Spark on tiny lakes, flows on the ephemeral API, moto in-process
-	$(PY) -m pytest -q -m "$(FAST_LANE)" $(PYTEST_ARGS)
+s3a-jars: setup ## Fetch (once) Hadoop's S3A connector, pinned and checksummed, into ~/.cache/sparkify-lake/jars
+	$(PY) -m spark_etl.s3a
 
-test-integration: check-java emr-spark ## The long lane: real servers and processes, EMR rehearsals, the 60 fault runs
-	$(PY) -m pytest -q -m "integration or faults" $(PYTEST_ARGS)
+test: check-java s3a-jars ## The fast lane (about 6 min on 2 cores): Spark on tiny lakes, flows on the ephemeral API, moto in-process
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "$(FAST_LANE)" $(PYTEST_ARGS)
+
+test-integration: check-java emr-spark s3a-jars ## The long lane: real servers and processes, EMR rehearsals, the 60 fault runs
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "integration or faults" $(PYTEST_ARGS)
 
 test-all: test test-integration ## Both lanes: every test
 
@@ -48,9 +54,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 # own pyspark: the EMR rehearsal's steps run on it, so an API only newer Spark has fails here.
 EMR_VENV ?= .venv-emr
 EMR_PYSPARK_VERSION := 4.0.2
-EMR_PYSPARK := pyspark==$(EMR_PYSPARK_VERSION) py4j==0.10.9.9
-# The stamp names the version: a new pin reinstalls, any other Makefile edit does not.
-EMR_STAMP := $(EMR_VENV)/.installed-pyspark-$(EMR_PYSPARK_VERSION)
+# EMR's Python ships boto3, which the job's lease on S3 uses (the project's own pin).
+EMR_BOTO3_VERSION := 1.43.117
+EMR_PYSPARK := pyspark==$(EMR_PYSPARK_VERSION) py4j==0.10.9.9 boto3==$(EMR_BOTO3_VERSION)
+# The stamp names the versions: a new pin reinstalls, any other Makefile edit does not.
+EMR_STAMP := $(EMR_VENV)/.installed-pyspark-$(EMR_PYSPARK_VERSION)-boto3-$(EMR_BOTO3_VERSION)
 emr-spark: $(EMR_STAMP)
 
 $(EMR_STAMP):
@@ -59,7 +67,7 @@ $(EMR_STAMP):
 	$(EMR_VENV)/bin/python -m pip install --quiet $(EMR_PYSPARK)
 	@touch $@
 
-rehearse-emr: check-java emr-spark ## Run the EMR path with no AWS account: moto for AWS, real spark-submit steps
+rehearse-emr: check-java emr-spark s3a-jars ## Run the EMR path with no AWS account: moto for AWS, real spark-submit steps
 	$(PY) -m rehearsal.emr
 
 fault-test: check-java ## The EMR flow 60 times under seeded AWS faults (~5 min): nothing leaked or duplicated
@@ -106,6 +114,9 @@ bench-large: check-java ## The same on lake L (50k songs, 10M events; ~20 min on
 
 bench-daily: check-java jvm-archive ## A full run, then a daily run of a mid-month day, on lakes M and L (~20 min)
 	$(PY) bench/daily.py --sizes M L --repeats 2
+
+bench-s3: check-java s3a-jars ## On moto's S3 through S3A: each run's requests, and what a reader sees while it publishes (lakes S, M)
+	$(PY) -m bench.s3_publication
 
 bench-kill: check-java ## Kill a daily run at 10 moments and re-run it at once: refusals, waits, tables (~10 min)
 	$(PY) bench/kill_rerun.py

@@ -7,15 +7,16 @@ The ``songs_etl`` flow runs with ``runner="emr"``, unchanged. moto answers its A
 a :class:`StepRunner` thread watches moto's EMR clusters and executes each step the way
 a cluster would:
 
-- the buckets in moto S3 are copied to a local mirror, the code objects the step names
-  included, as the flow uploaded them;
 - ``spark-submit`` runs the step's own arguments (the ``--py-files`` zip, the entry
   script, the job's flags) on the Spark line EMR runs (``.venv-emr``: pyspark 4.0, as on
-  ``emr-spark-8.0.0``). Its ``s3://bucket/key`` paths are served from the mirror by
-  Hadoop's ViewFileSystemOverloadScheme, so the arguments stay exactly as submitted;
-- what the job wrote is copied back to moto S3, its stdout and stderr are put where EMR
-  puts a step's logs (``{LogUri}/{cluster_id}/steps/{step_id}/stdout.gz``, ``stderr.gz``),
-  and the step becomes COMPLETED or FAILED from spark-submit's exit status.
+  ``emr-spark-8.0.0``), exactly as submitted;
+- its ``s3://bucket/key`` paths are moto's own S3: moto's server, in a thread of this
+  process, serves the same buckets over HTTP on 127.0.0.1, and Hadoop's S3A connector
+  stands in for EMRFS (``make s3a-jars``), as EMR puts EMRFS on a cluster's class path.
+  The flow, the job and Glue see one S3, with no copy in between;
+- its stdout and stderr are put where EMR puts a step's logs
+  (``{LogUri}/{cluster_id}/steps/{step_id}/stdout.gz``, ``stderr.gz``), and the step
+  becomes COMPLETED or FAILED from spark-submit's exit status.
 
 The one difference from a cluster: ``--deploy-mode cluster`` runs as client mode, since
 a local master has no cluster to place the driver on. A cluster terminated while its
@@ -27,17 +28,16 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spark_etl import s3a
 from tasks.ops.names import PROJECT_ROOT
 
 # pyspark of the Spark line emr-spark-8.0.0 runs (Spark 4.0, Python 3.11); `make emr-spark`.
@@ -52,8 +52,6 @@ RAW_BUCKET, LAKE_BUCKET, CODE_BUCKET, LOG_BUCKET = (
     "rehearsal-logs",
 )
 CREDENTIALS_BLOCK, CLUSTER_BLOCK = "rehearsal-aws", "rehearsal-emr"
-# Hadoop's local file system writes a checksum file beside each file; S3 holds none.
-_NOT_IN_S3_SUFFIX = ".crc"
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +66,19 @@ class EmrSpark:
 
     spark_submit: Path
     python: Path
+    venv: Path
+
+    @property
+    def hadoop_version(self) -> str:
+        """The Hadoop version its pyspark bundles.
+
+        Raises:
+            RehearsalError: No pyspark is installed in its virtualenv.
+        """
+        installed = sorted(self.venv.glob("lib/python*/site-packages/pyspark"))
+        if not installed:
+            raise RehearsalError(f"no pyspark in {self.venv}: run 'make emr-spark'")
+        return s3a.bundled_hadoop_version(installed[0])
 
     @classmethod
     def installed(cls, venv: Path = EMR_SPARK_VENV) -> EmrSpark:
@@ -76,7 +87,7 @@ class EmrSpark:
         Raises:
             RehearsalError: It is not installed.
         """
-        spark = cls(venv / "bin" / "spark-submit", venv / "bin" / "python")
+        spark = cls(venv / "bin" / "spark-submit", venv / "bin" / "python", venv)
         if not (spark.spark_submit.is_file() and spark.python.is_file()):
             raise RehearsalError(
                 f"no EMR-line Spark in {venv}: run 'make emr-spark' (pyspark 4.0, as on "
@@ -85,25 +96,23 @@ class EmrSpark:
         return spark
 
 
-def mount_settings(mirror_root: Path, buckets: list[str]) -> list[str]:
-    """spark-submit ``--conf`` pairs that serve ``s3://<bucket>/...`` from the mirror."""
-    settings = {
-        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.viewfs.ViewFileSystemOverloadScheme",
-        "spark.hadoop.fs.viewfs.overload.scheme.target.s3.impl": (
-            "org.apache.hadoop.fs.RawLocalFileSystem"
-        ),
-        "spark.hadoop.fs.s3.impl.disable.cache": "true",
-    }
-    for bucket in buckets:
-        target = (mirror_root / bucket).as_uri()
-        settings[f"spark.hadoop.fs.viewfs.mounttable.{bucket}.linkFallback"] = target
-    return [part for key, value in settings.items() for part in ("--conf", f"{key}={value}")]
+def s3a_settings(spark: EmrSpark, s3_endpoint: str) -> list[str]:
+    """spark-submit options that give the step S3A for ``s3://``, on the server at ``s3_endpoint``.
+
+    Raises:
+        JobError: The S3A jars of the EMR line's Hadoop are not fetched (``make s3a-jars``).
+    """
+    jars = s3a.classpath(spark.hadoop_version)
+    store = {"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_REGION": REGION}
+    settings = {f"spark.hadoop.{key}": value for key, value in s3a.hadoop_settings(store).items()}
+    return [
+        *("--driver-class-path", os.pathsep.join(jars)),
+        *(part for key, value in settings.items() for part in ("--conf", f"{key}={value}")),
+    ]
 
 
-def spark_submit_command(
-    step_args: list[str], spark: EmrSpark, mirror_root: Path, buckets: list[str]
-) -> list[str]:
-    """The step's ``spark-submit`` line, run on a local master over the mirror.
+def spark_submit_command(step_args: list[str], spark: EmrSpark, s3_endpoint: str) -> list[str]:
+    """The step's ``spark-submit`` line, run on a local master against the S3 at ``s3_endpoint``.
 
     Raises:
         RehearsalError: The step is not a ``command-runner.jar`` spark-submit.
@@ -117,42 +126,9 @@ def spark_submit_command(
         str(spark.spark_submit),
         *("--master", "local[2]"),
         *("--conf", "spark.ui.enabled=false"),  # no web UI listening on this machine
-        *mount_settings(mirror_root, buckets),
+        *s3a_settings(spark, s3_endpoint),
         *arguments,
     ]
-
-
-def pull_buckets(s3: Any, mirror_root: Path) -> dict[str, str]:
-    """Copy every bucket to ``mirror_root/<bucket>/<key>``; return each key's ETag."""
-    shutil.rmtree(mirror_root, ignore_errors=True)
-    pulled = {}
-    for bucket in (b["Name"] for b in s3.list_buckets()["Buckets"]):
-        (mirror_root / bucket).mkdir(parents=True, exist_ok=True)
-        for entry in _objects(s3, bucket):
-            target = mirror_root / bucket / entry["Key"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
-            pulled[f"{bucket}/{entry['Key']}"] = entry["ETag"]
-    return pulled
-
-
-def push_buckets(s3: Any, mirror_root: Path, pulled: dict[str, str]) -> None:
-    """Copy what the step wrote back to S3, and delete what it deleted."""
-    present = set()
-    for path in sorted(mirror_root.rglob("*")):
-        if not path.is_file() or path.name.endswith(_NOT_IN_S3_SUFFIX):
-            continue
-        bucket, key = path.relative_to(mirror_root).as_posix().split("/", 1)
-        present.add(f"{bucket}/{key}")
-        s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
-    for gone in sorted(set(pulled) - present):
-        bucket, key = gone.split("/", 1)
-        s3.delete_object(Bucket=bucket, Key=key)
-
-
-def _objects(s3: Any, bucket: str) -> Iterator[dict[str, Any]]:
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        yield from page.get("Contents", [])
 
 
 def put_step_logs(
@@ -169,23 +145,37 @@ class StepRunner:
     """Executes the steps of moto's EMR clusters, one at a time, in a background thread.
 
     Use as a context manager inside ``mock_aws()``; every step added while it runs is
-    executed, and its state is set in moto as EMR would set it.
+    executed, and its state is set in moto as EMR would set it. While it runs, moto's
+    server serves this process's moto backends on 127.0.0.1 (:attr:`s3_endpoint`) to the
+    steps' processes.
     """
 
     def __init__(self, workdir: Path, spark: EmrSpark, region: str = "us-east-1") -> None:
+        from moto.server import ThreadedMotoServer
+
         self._workdir, self._spark, self._region = workdir, spark, region
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emr-step-runner", daemon=True)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.executed: list[str] = []  # step ids, in the order they ran
         self.errors: list[BaseException] = []
 
+    @property
+    def s3_endpoint(self) -> str:
+        """The address of moto's server, which the steps' S3A and boto3 use."""
+        host, port = self._server.get_host_and_port()
+        return f"http://{host}:{port}"
+
     def __enter__(self) -> StepRunner:
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        self._server.start()
         self._thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
+        self._server.stop()
 
     def _backend(self) -> Any:
         from moto.emr.models import emr_backends
@@ -224,14 +214,9 @@ class StepRunner:
 
         self.executed.append(step.id)
         step.state, step.start_date_time = "RUNNING", utcnow()
-        mirror = self._workdir / "mirror"
-        pulled = pull_buckets(s3, mirror)
-        command = spark_submit_command(
-            list(step.args), self._spark, mirror, sorted(p.name for p in mirror.iterdir())
-        )
+        command = spark_submit_command(list(step.args), self._spark, self.s3_endpoint)
         logger.info("step %s on %s: %s", step.id, cluster.id, " ".join(command))
         return_code, stdout, stderr = self._spark_submit(command, cluster)
-        push_buckets(s3, mirror, pulled)
         if cluster.log_uri:
             put_step_logs(
                 s3, cluster.log_uri, cluster.id, step.id, {"stdout": stdout, "stderr": stderr}
@@ -256,6 +241,9 @@ class StepRunner:
             PYSPARK_PYTHON=str(self._spark.python),
             PYSPARK_DRIVER_PYTHON=str(self._spark.python),
             TZ="UTC",  # EMR's nodes run in UTC
+            # The job's boto3 (its lease on S3) finds moto's server as the SDK does.
+            AWS_ENDPOINT_URL_S3=self.s3_endpoint,
+            AWS_REGION=self._region,
         )
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             process = subprocess.Popen(

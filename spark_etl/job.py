@@ -57,7 +57,7 @@ from spark_etl.publication import (
     publish,
     read_manifest,
     remove_dead_staging,
-    staging_uri,
+    remove_staging,
 )
 from spark_etl.schemas import EVENT_FIELD_TYPES, EVENT_REQUIRED
 from spark_etl.session import enforce_utc
@@ -103,7 +103,7 @@ def run_job(spark: SparkSession, args: JobArgs) -> RunSummary:
     started = time.monotonic()
     try:
         lease = OutputLease(
-            lease_store_for(storage, args.output_uri),
+            lease_store_for(args.output_uri),
             args.output_uri,
             args.run_id,
             flow_run_id=args.flow_run_id,
@@ -171,7 +171,7 @@ def _run_stages(
         events.frame.unpersist()
         catalogue.unpersist()
     finally:
-        storage.delete(staging_uri(args.output_uri, args.run_id))
+        remove_staging(storage, args.output_uri, args.run_id)
 
 
 def _recover_and_check(storage: Storage, args: JobArgs) -> Manifest | None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from spark_etl.errors import OutputLockedError
 from spark_etl.lake import join_uri
 from spark_etl.lease_store import LeaseStore, LocalLeaseStore, open_lease_store
-from spark_etl.storage import Storage, local_path
+from spark_etl.storage import local_path
 
 logger = logging.getLogger(__name__)
 
@@ -303,9 +303,9 @@ class OutputLease:
         return json.dumps(asdict(holder), indent=2)
 
 
-def lease_store_for(storage: Storage, output_uri: str) -> LeaseStore:
+def lease_store_for(output_uri: str) -> LeaseStore:
     """The store of an output's lease: a local file, or an S3 object (see the module)."""
-    return open_lease_store(lease_uri(output_uri), storage.local_mirror(lease_uri(output_uri)))
+    return open_lease_store(lease_uri(output_uri))
 
 
 def _held_message(output_uri: str, holder: LeaseHolder) -> str:

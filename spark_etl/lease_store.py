@@ -107,18 +107,16 @@ class LocalLeaseStore:
         return os.path.join(folder, f".{name}.{suffix}")
 
 
-def open_lease_store(uri: str, local_mirror: str | None = None) -> LeaseStore:
+def open_lease_store(uri: str) -> LeaseStore:
     """The store for a lease at ``uri``.
 
     Args:
         uri: The lease file: a local path, ``file:``, or ``s3://``/``s3a://``/``s3n://``.
-        local_mirror: The local path Hadoop serves ``uri`` from, when it maps a bucket to a
-            local folder (the EMR rehearsal does): the lease then lies beside the tables.
 
     Raises:
         ValueError: No store for the location's scheme.
     """
-    local = local_path(uri) or local_mirror
+    local = local_path(uri)
     if local is not None:
         return LocalLeaseStore(local)
     if uri.startswith(S3_SCHEMES):

@@ -41,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from spark_etl.job import run_job
         from spark_etl.session import create_session
 
-        spark = create_session(input_bytes=daily_input_bytes(args))
+        spark = create_session(
+            input_bytes=daily_input_bytes(args),
+            uris=(args.songs_uri, args.logs_uri, args.output_uri),
+        )
         try:
             summary = run_job(spark, args)
         finally:

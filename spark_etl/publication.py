@@ -195,7 +195,19 @@ def _carry_out(storage: Storage, output_uri: str, publication: Publication) -> N
 
         storage.write_text_atomically(last_success_uri(output_uri), publication.summary_json)
     storage.delete(join_uri(output_uri, JOURNAL_FILE))
-    storage.delete(staging_uri(output_uri, publication.run_id))
+    remove_staging(storage, output_uri, publication.run_id)
+
+
+def remove_staging(storage: Storage, output_uri: str, run_id: str) -> None:
+    """Delete a run's staging, and the staging folder once no run has any.
+
+    On S3 a folder is only a prefix: S3A keeps an emptied ``_staging/`` alive with a marker
+    object when the last run's staging goes, so the folder itself is removed too.
+    """
+    storage.delete(staging_uri(output_uri, run_id))
+    root = join_uri(output_uri, STAGING_FOLDER)
+    if not storage.list_files(root):
+        storage.delete(root)
 
 
 def remove_dead_staging(storage: Storage, output_uri: str, run_id: str) -> list[str]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
+from spark_etl import s3a
 from spark_etl.jvm_archive import LOCAL_FS_JAR, archive_options
 
 # Settings that make results right (UTC) or the run lean; nothing here is sized for one
@@ -32,8 +34,9 @@ JOB_SETTINGS = {
 # every local file and folder it creates: minutes for the thousands of songs partitions.
 # This jar (source beside it) sets permissions in-process. It only applies to a JVM the
 # job starts itself on this machine (python -m spark_etl), never under spark-submit/EMR.
+CLASS_PATH = "spark.driver.extraClassPath"
 LOCAL_JVM_SETTINGS = {
-    "spark.driver.extraClassPath": str(LOCAL_FS_JAR),
+    CLASS_PATH: str(LOCAL_FS_JAR),
     "spark.hadoop.fs.file.impl": "sparkify.hadoop.FastLocalFileSystem",
 }
 
@@ -55,7 +58,11 @@ LOOPBACK = "127.0.0.1"
 LOOPBACK_SETTINGS = {"spark.driver.host": LOOPBACK, "spark.driver.bindAddress": LOOPBACK}
 
 
-def create_session(app_name: str = "sparkify-lake", input_bytes: int | None = None) -> SparkSession:
+def create_session(
+    app_name: str = "sparkify-lake",
+    input_bytes: int | None = None,
+    uris: Sequence[str] = (),
+) -> SparkSession:
     """Start (or join) the session with :data:`JOB_SETTINGS` applied.
 
     The master is not set here: spark-submit (EMR: YARN) or pyspark (local[*]) decides.
@@ -64,23 +71,53 @@ def create_session(app_name: str = "sparkify-lake", input_bytes: int | None = No
     Args:
         input_bytes: What the run reads, when known before the JVM starts (a daily
             run's local log file): a small run's JVM starts quickly (:func:`quick_jvm_settings`).
+        uris: The run's inputs and output: one on ``s3://`` puts Hadoop's S3A connector
+            in a JVM this process starts (:func:`s3a_jvm_settings`).
     """
     loopback = loopback_settings()
     if loopback:
         os.environ["SPARK_LOCAL_IP"] = LOOPBACK  # read by the JVM that getOrCreate starts
+    local_fs, s3_fs = local_jvm_settings(), s3a_jvm_settings(uris)
     settings = {
         **JOB_SETTINGS,
-        **local_jvm_settings(),
+        **local_fs,
+        **s3_fs,
         **quick_jvm_settings(input_bytes),
         **loopback,
+        **joined_class_path(local_fs, s3_fs),
     }
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    if s3_fs:  # a session that was already running has its Hadoop settings set here
+        s3a.configure(spark, os.environ)
     spark.sparkContext.setLogLevel("WARN")
     enforce_utc(spark)
     return spark
+
+
+def s3a_jvm_settings(uris: Sequence[str]) -> dict[str, str]:
+    """S3A on the class path and in charge of ``s3://``, for a JVM this process starts.
+
+    None under spark-submit (EMR's ``s3://`` is EMRFS, the cluster's own) or when no
+    URI is on S3.
+
+    Raises:
+        JobError: The S3A jars are not fetched (``make s3a-jars``).
+    """
+    if not starts_own_jvm() or not s3a.uses_s3(uris):
+        return {}
+    return {
+        "spark.driver.extraClassPath": os.pathsep.join(s3a.classpath()),
+        **s3a.session_settings(os.environ),
+    }
+
+
+def joined_class_path(*settings: dict[str, str]) -> dict[str, str]:
+    """One ``spark.driver.extraClassPath`` of every entry ``settings`` hold."""
+    entries = [part[CLASS_PATH] for part in settings if CLASS_PATH in part]
+    return {CLASS_PATH: os.pathsep.join(entries)} if entries else {}
 
 
 def local_jvm_settings() -> dict[str, str]:

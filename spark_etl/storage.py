@@ -16,7 +16,9 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 LIST_PAGE = 1000  # keys per S3 ListObjectsV2 page
-_VIEWFS_OVERLOAD = "org.apache.hadoop.fs.viewfs.ViewFileSystemOverloadScheme"
+# S3A renames into a folder that does not exist (HADOOP-16721); its mkdirs would leave a
+# zero-byte `folder/` marker object in the table, and cost a PUT and lookups per file.
+_S3A = "org.apache.hadoop.fs.s3a.S3AFileSystem"
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ class Storage:
             return
         fs, source_path = self._filesystem(source)
         target_path = self._path(target)
-        fs.mkdirs(target_path.getParent())
+        if fs.getClass().getName() != _S3A:
+            fs.mkdirs(target_path.getParent())
         if not fs.rename(source_path, target_path):
             raise OSError(f"could not move {source} to {target}")
 
@@ -188,23 +191,6 @@ class Storage:
         temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
         self.write_text(temporary, text)
         os.replace(temporary, local)
-
-    def local_mirror(self, uri: str) -> str | None:
-        """The local path Hadoop serves a remote ``uri`` from, or None.
-
-        Hadoop's ViewFs can serve a scheme's buckets from local folders (the EMR rehearsal
-        serves ``s3://`` so); files that are local underneath are handled as local files.
-        """
-        scheme, separator, rest = uri.partition("://")
-        if not separator:
-            return None
-        conf = self._spark.sparkContext._jsc.hadoopConfiguration()
-        if conf.get(f"fs.{scheme}.impl") != _VIEWFS_OVERLOAD:
-            return None
-        bucket, _, key = rest.partition("/")
-        target = conf.get(f"fs.viewfs.mounttable.{bucket}.linkFallback")
-        folder = local_path(str(target)) if target and str(target).startswith("file:") else None
-        return os.path.join(folder, key) if folder is not None else None
 
     def _filesystem(self, uri: str) -> tuple[Any, Any]:
         path = self._path(uri)

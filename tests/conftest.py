@@ -12,8 +12,10 @@ import atexit
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="sparkify-prefect-home-")
 atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
@@ -23,11 +25,55 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("PREFECT_API_URL", None)  # never talk to a user's real server from tests
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
+import boto3  # noqa: E402
 import pytest  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
-from spark_etl.session import LOCAL_JVM_SETTINGS  # noqa: E402
+from bench.s3_api import S3Api  # noqa: E402
+from spark_etl import s3a  # noqa: E402
+from spark_etl.errors import JobError  # noqa: E402
+from spark_etl.session import LOCAL_JVM_SETTINGS, joined_class_path  # noqa: E402
 from tests.lakes import DAYS, catalogue, day_events, job_args, write_lake  # noqa: E402
+
+# The modules whose tests use the Spark session. The lanes run on two xdist workers
+# (`-n 2`), and these modules all run on one of them: one JVM for the whole run, while
+# the flow tests, which mostly wait on the Prefect API, run on the other.
+SPARK_MODULES = frozenset(
+    f"tests/{name}.py"
+    for name in (
+        "emr/test_rehearsal",
+        "test_bench",
+        "test_checks",
+        "test_crash_safety",
+        "test_entry_points",
+        "test_job",
+        "test_lake_safety",
+        "test_on_s3",
+        "test_small_runs",
+        "test_songs_etl_flow",
+        "test_transform",
+    )
+)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A test that needs the Spark session outside :data:`SPARK_MODULES` is a mistake:
+    under xdist it would start a second JVM on the other worker."""
+    module = item.nodeid.split("::", 1)[0]
+    if "spark" in getattr(item, "fixturenames", ()) and module not in SPARK_MODULES:
+        raise pytest.UsageError(f"{module} uses the spark fixture: add it to SPARK_MODULES")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Distribute modules to workers (xdist's loadscope), all of SPARK_MODULES as one."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneSparkWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "spark" if module in SPARK_MODULES else module
+
+    return OneSparkWorker(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +90,55 @@ def spark() -> Iterator[SparkSession]:
         # As `python -m spark_etl` runs locally: without the project's local file system,
         # Hadoop starts a `chmod` process for every file and folder written.
         .config(map=LOCAL_JVM_SETTINGS)
+        # And S3A, for the tests on an S3 API (bench/s3_api.py), when it is fetched.
+        .config(map=joined_class_path(LOCAL_JVM_SETTINGS, _s3a_class_path()))
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def _s3a_class_path() -> dict[str, str]:
+    try:
+        return {"spark.driver.extraClassPath": os.pathsep.join(s3a.classpath())}
+    except JobError:
+        return {}  # the tests on S3 say so (s3_api); every other test runs without it
+
+
+@pytest.fixture(scope="session")
+def s3_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Api]:
+    """moto's server on 127.0.0.1 in its own process, counting S3 requests (started once)."""
+    s3a.classpath()  # no S3A jars: fail now, naming the command that fetches them
+    server = S3Api(tmp_path_factory.mktemp("s3-api"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_bucket(s3_api: S3Api, spark: SparkSession) -> Iterator[str]:
+    """A new bucket on :func:`s3_api`, which boto3 and the session's S3A use for the module.
+
+    The AWS SDK's standard variables point at the server, as a user would set them for
+    MinIO or Ceph, and the session takes S3A's settings from them as the job does. The
+    session's JVM started before they were set, so its S3A cannot read the credentials
+    from its environment: they go in its Hadoop settings instead.
+    """
+    with pytest.MonkeyPatch.context() as environment:
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+            environment.delenv(name, raising=False)
+        environment.setenv("AWS_ENDPOINT_URL_S3", s3_api.url)
+        environment.setenv("AWS_ACCESS_KEY_ID", "testing")
+        environment.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        environment.setenv("AWS_REGION", "us-east-1")
+        s3a.configure(spark, os.environ)
+        hadoop = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+        hadoop.set("fs.s3a.access.key", "testing")
+        hadoop.set("fs.s3a.secret.key", "testing")
+        bucket = "lake-" + uuid.uuid4().hex[:12]
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        yield bucket
 
 
 @pytest.fixture(scope="session")

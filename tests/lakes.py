@@ -7,10 +7,12 @@ out by hand in the tests stay true for all of them.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.testing import assertDataFrameEqual
 
@@ -191,3 +193,37 @@ def assert_same_tables(spark: SparkSession, left: Path, right: Path) -> None:
     left_tables, right_tables = read_tables(spark, left), read_tables(spark, right)
     for name in TABLES:
         assertDataFrameEqual(left_tables[name], right_tables[name])
+
+
+S3_OUTPUT = "star"  # the output folder of a lake in a bucket
+
+
+def upload_lake(bucket: str, lake: Path, days: tuple[date, ...] | None = None) -> None:
+    """Copy the lake's song files and the log files of ``days`` (all when None) to the bucket."""
+    s3 = boto3.client("s3")
+    for path in sorted(lake.rglob("*")):
+        key = path.relative_to(lake).as_posix()
+        is_day = key.startswith("log_data/")
+        if path.is_file() and (not is_day or days is None or any(str(d) in key for d in days)):
+            s3.upload_file(str(path), bucket, key)
+
+
+def s3_job_args(bucket: str, run_date: date | None = None, **overrides: Any) -> JobArgs:
+    """The job's arguments for the lake and the output in ``bucket``."""
+    root = f"s3://{bucket}"
+    local = job_args(Path(), Path(), run_date=run_date, **overrides)
+    return replace(
+        local,
+        songs_uri=f"{root}/song_data",
+        logs_uri=f"{root}/log_data",
+        output_uri=f"{root}/{S3_OUTPUT}",
+    )
+
+
+def output_keys(bucket: str) -> list[str]:
+    pages = (
+        boto3.client("s3")
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=bucket, Prefix=f"{S3_OUTPUT}/")
+    )
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -31,13 +32,17 @@ from bench.measure import descendants, reap
 from spark_etl.args import JobArgs
 from spark_etl.failpoints import HOLD_AT, HOLD_MARKER
 from spark_etl.job import run_job
-from spark_etl.lease import lease_uri, refuse_if_held_locally
+from spark_etl.lease import LEASE_FILE, lease_uri, refuse_if_held_locally
 from spark_etl.publication import JOURNAL_FILE, STAGING_FOLDER
 from tasks.ops.names import PROJECT_ROOT
 from tests.lakes import (
     DAYS,
+    S3_OUTPUT,
     job_args,
+    output_keys,
     read_tables,
+    s3_job_args,
+    upload_lake,
 )
 
 pytestmark = pytest.mark.integration  # real job processes, killed under a supervisor
@@ -242,3 +247,30 @@ def test_a_daily_run_killed_before_or_during_publication_loses_nothing(
     for name, table in read_tables(spark, output).items():
         assertDataFrameEqual(table, read_tables(spark, full_output)[name])
     assert_clean(output)
+
+
+def test_on_s3_a_full_run_killed_while_publishing_is_completed_by_the_next_run(
+    spark: SparkSession, lake: Path, full_output: Path, s3_bucket: str
+) -> None:
+    """The same kill on S3: `python -m spark_etl` on s3:// through S3A, against moto's server.
+
+    The killed job's process found S3A and the store from the AWS SDK's variables alone.
+    """
+    upload_lake(s3_bucket, lake)
+    held_args = s3_job_args(s3_bucket, run_id="full-held-s3")
+    marker = Path(tempfile.mkdtemp()) / "marker"
+    held = start_held_run(held_args, "moving", marker)
+    reap(kill_group(held), seconds=30)
+    keys = output_keys(s3_bucket)
+    assert f"{S3_OUTPUT}/{JOURNAL_FILE}" in keys  # the publication it left half done
+    assert f"{S3_OUTPUT}/{LEASE_FILE}" in keys  # and its lease, on S3
+
+    next_run = s3_job_args(s3_bucket, DAYS[3], run_id="after-s3")
+    run_job(spark, next_run)
+
+    for name, table in read_tables(spark, next_run.output_uri).items():
+        assertDataFrameEqual(table, read_tables(spark, full_output)[name])
+    keys = output_keys(s3_bucket)
+    assert [key for key in keys if key.startswith(f"{S3_OUTPUT}/{STAGING_FOLDER}/")] == []
+    assert f"{S3_OUTPUT}/{JOURNAL_FILE}" not in keys
+    assert f"{S3_OUTPUT}/{LEASE_FILE}" not in keys

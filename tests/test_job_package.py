@@ -26,6 +26,7 @@ SHIPPED_MODULES = [
     "spark_etl/main.py",
     "spark_etl/publication.py",
     "spark_etl/s3_lease.py",
+    "spark_etl/s3a.py",
     "spark_etl/schemas.py",
     "spark_etl/session.py",
     "spark_etl/spark_submit_entry.py",

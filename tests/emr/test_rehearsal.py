@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from rehearsal.emr import (
     prepare_aws,
     upload_day,
 )
+from spark_etl import s3a
 from spark_etl.lake import day_log_parts
 from spark_etl.summary import RunSummary
 from spark_etl.tables import TABLES
@@ -57,6 +59,8 @@ def download(bucket: str, prefix: str, folder: Path) -> Path:
     """Copy an S3 prefix to a local folder (to read the tables with Spark)."""
     for page in s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for entry in page.get("Contents", []):
+            if entry["Key"].endswith("/"):
+                continue  # a folder marker S3A made (mkdirs), not a file
             target = folder / entry["Key"].removeprefix(prefix).lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(s3().get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
@@ -184,31 +188,28 @@ def _run_id(step_id: str, cluster_id: str) -> str:
 def test_the_rehearsal_runs_spark_submit_with_the_steps_own_arguments(tmp_path: Path) -> None:
     from rehearsal.emr import spark_submit_command
 
-    spark = EmrSpark(tmp_path / "bin" / "spark-submit", tmp_path / "bin" / "python")
-    step = ["spark-submit", "--deploy-mode", "cluster", "--py-files", "s3://c/p.zip", "s3://c/e.py"]
-    command = spark_submit_command(
-        [*step, "--songs", "s3://r/s"], spark, tmp_path / "m", ["c", "r"]
+    jars = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "pyspark" / "jars"
+    jars.mkdir(parents=True)
+    (jars / "hadoop-client-api-3.4.1.jar").touch()  # the Hadoop of the EMR line
+    spark = EmrSpark(
+        tmp_path / "bin" / "spark-submit", tmp_path / "bin" / "python", jars.parents[4]
     )
-    view = "org.apache.hadoop.fs.viewfs"
+    step = ["spark-submit", "--deploy-mode", "cluster", "--py-files", "s3://c/p.zip", "s3://c/e.py"]
+    command = spark_submit_command([*step, "--songs", "s3://r/s"], spark, "http://127.0.0.1:5")
+
+    s3a_jars = os.pathsep.join(s3a.classpath("3.4.1"))
+    assert "hadoop-aws-3.4.1.jar" in s3a_jars
     assert command == [
         str(spark.spark_submit),
         *("--master", "local[2]"),
         *("--conf", "spark.ui.enabled=false"),
-        *("--conf", f"spark.hadoop.fs.s3.impl={view}.ViewFileSystemOverloadScheme"),
-        *(
-            "--conf",
-            "spark.hadoop.fs.viewfs.overload.scheme.target.s3.impl="
-            "org.apache.hadoop.fs.RawLocalFileSystem",
-        ),
-        *("--conf", "spark.hadoop.fs.s3.impl.disable.cache=true"),
-        *(
-            "--conf",
-            f"spark.hadoop.fs.viewfs.mounttable.c.linkFallback={(tmp_path / 'm' / 'c').as_uri()}",
-        ),
-        *(
-            "--conf",
-            f"spark.hadoop.fs.viewfs.mounttable.r.linkFallback={(tmp_path / 'm' / 'r').as_uri()}",
-        ),
+        *("--driver-class-path", s3a_jars),
+        *("--conf", "spark.hadoop.fs.s3.impl=org.apache.hadoop.fs.s3a.S3AFileSystem"),
+        *("--conf", "spark.hadoop.fs.s3n.impl=org.apache.hadoop.fs.s3a.S3AFileSystem"),
+        *("--conf", "spark.hadoop.fs.AbstractFileSystem.s3.impl=org.apache.hadoop.fs.s3a.S3A"),
+        *("--conf", "spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:5"),
+        *("--conf", "spark.hadoop.fs.s3a.path.style.access=true"),
+        *("--conf", "spark.hadoop.fs.s3a.endpoint.region=us-east-1"),
         *("--deploy-mode", "client", "--py-files", "s3://c/p.zip", "s3://c/e.py"),
         *("--songs", "s3://r/s"),
     ]

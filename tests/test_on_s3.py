@@ -1,0 +1,109 @@
+"""The job on a real S3 API: Hadoop's S3A against moto's server, in the test session.
+
+The session's JVM holds S3A (``make s3a-jars``); the AWS SDK's standard variables point
+boto3 and S3A at the server (``s3_bucket``), as a user points the job at MinIO or Ceph. What
+exists only because S3 is not a file system meets S3 here: publication by COPY and DELETE,
+the manifest, the damaged-lake check, the lease by conditional writes, and listings.
+The kill in the middle of a publication on S3 is in ``test_crash_safety.py`` (a process).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.testing import assertDataFrameEqual
+
+from bench.s3_api import S3Api
+from spark_etl.args import JobArgs
+from spark_etl.errors import DamagedLakeError
+from spark_etl.job import run_job
+from spark_etl.lease import LEASE_FILE
+from spark_etl.publication import FULL_RUN_REPAIR, JOURNAL_FILE, STAGING_FOLDER
+from spark_etl.summary import RunSummary, summary_uri
+from spark_etl.tables import TABLES
+from tests.lakes import DAYS, S3_OUTPUT, output_keys, read_tables, s3_job_args, upload_lake
+
+
+@dataclass(frozen=True)
+class PublishedOnS3:
+    """A bucket holding the lake and an output built by a full run, then a daily run."""
+
+    bucket: str
+    full_run: Counter[str]
+    daily_run: Counter[str]
+    summaries: dict[str, RunSummary]
+
+    @property
+    def output_uri(self) -> str:
+        return f"s3://{self.bucket}/{S3_OUTPUT}"
+
+
+def run_counted(spark: SparkSession, s3_api: S3Api, bucket: str, args: JobArgs) -> Counter[str]:
+    """Run the job; return the S3 requests it made, by kind."""
+    mark = s3_api.requests_mark()
+    run_job(spark, args)
+    return s3_api.count_since(mark, bucket)
+
+
+def read_summary(bucket: str, output_uri: str, run_id: str) -> RunSummary:
+    key = summary_uri(output_uri, run_id).split(f"{bucket}/", 1)[1]
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    return RunSummary.from_json(body.decode("utf-8"))
+
+
+@pytest.fixture(scope="module")
+def published(spark: SparkSession, s3_api: S3Api, s3_bucket: str, lake: Path) -> PublishedOnS3:
+    """Three days by a full run, the fourth by a daily run, all on S3."""
+    upload_lake(s3_bucket, lake, DAYS[:3])
+    full = run_counted(spark, s3_api, s3_bucket, s3_job_args(s3_bucket, run_id="full"))
+    upload_lake(s3_bucket, lake, DAYS[3:])
+    daily_args = s3_job_args(s3_bucket, DAYS[3], run_id="daily")
+    daily = run_counted(spark, s3_api, s3_bucket, daily_args)
+    output_uri = daily_args.output_uri
+    summaries = {run: read_summary(s3_bucket, output_uri, run) for run in ("full", "daily")}
+    return PublishedOnS3(s3_bucket, full, daily, summaries)
+
+
+def assert_nothing_left_behind(bucket: str) -> None:
+    """No staging, journal or lease object: a reader and the next run see only tables."""
+    keys = output_keys(bucket)
+    assert [key for key in keys if key.startswith(f"{S3_OUTPUT}/{STAGING_FOLDER}/")] == []
+    assert f"{S3_OUTPUT}/{LEASE_FILE}" not in keys
+    assert f"{S3_OUTPUT}/{JOURNAL_FILE}" not in keys
+    # S3A marks a folder it made with a `folder/` object: none may lie in a table.
+    tables = tuple(f"{S3_OUTPUT}/{name}/" for name in TABLES)
+    assert [key for key in keys if key.endswith("/") and key.startswith(tables)] == []
+
+
+def test_a_full_run_then_a_daily_run_on_s3_equal_a_local_full_run_row_for_row(
+    spark: SparkSession, published: PublishedOnS3, full_output: Path
+) -> None:
+    on_s3 = read_tables(spark, published.output_uri)
+    local = read_tables(spark, full_output)
+    for name in TABLES:
+        assertDataFrameEqual(on_s3[name], local[name])
+    assert_nothing_left_behind(published.bucket)
+    # S3 has no rename: each file the job moved into place is a COPY S3 answered.
+    for run, counted in ((published.full_run, "full"), (published.daily_run, "daily")):
+        moved = published.summaries[counted].requests["copy"]
+        assert moved > 0 and run["COPY"] >= moved, (counted, dict(run))
+
+
+def test_a_damaged_lake_on_s3_is_refused_with_its_repair_and_the_refusal_leaves_nothing(
+    spark: SparkSession, published: PublishedOnS3
+) -> None:
+    leftover = f"{S3_OUTPUT}/songs/_temporary/0/part-0.parquet"
+    boto3.client("s3").put_object(Bucket=published.bucket, Key=leftover, Body=b"half a file")
+
+    refused = s3_job_args(published.bucket, DAYS[3], run_id="refused")
+    damage = r"songs holds leftovers of an interrupted write \(_temporary/0/part-0.parquet"
+    with pytest.raises(DamagedLakeError, match=damage) as refusal:
+        run_job(spark, refused)
+
+    assert str(refusal.value).endswith(FULL_RUN_REPAIR)
+    assert_nothing_left_behind(published.bucket)
