@@ -27,7 +27,7 @@ FAST_LANE := not integration and not faults
 s3a-jars: setup ## Fetch (once) Hadoop's S3A connector, pinned and checksummed, into ~/.cache/sparkify-lake/jars
 	$(PY) -m spark_etl.s3a
 
-test: check-java s3a-jars ## The fast lane (about 6 min on 2 cores): Spark on tiny lakes, flows on the ephemeral API, moto in-process
+test: check-java s3a-jars ## The fast lane (about 4.5 min on 2 cores): Spark on tiny lakes, flows on the ephemeral API, moto in-process
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "$(FAST_LANE)" $(PYTEST_ARGS)
 
 test-integration: check-java emr-spark s3a-jars ## The long lane: real servers and processes, EMR rehearsals, the 60 fault runs
