@@ -161,6 +161,7 @@ def run_one(
     summary = json.loads(s3.get_object(Bucket=BUCKET, Key=summary_key)["Body"].read())
     return {
         "wall_seconds": round(measured.wall_seconds, 1),
+        "peak_rss_mb": round(measured.peak_rss_mb),
         "requests": dict(Counter(r.kind for r in job_requests)),
         "job_count": summary["requests"],
         "window_seconds": round(end - start, 2),
