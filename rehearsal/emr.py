@@ -103,8 +103,7 @@ def s3a_settings(spark: EmrSpark, s3_endpoint: str) -> list[str]:
         JobError: The S3A jars of the EMR line's Hadoop are not fetched (``make s3a-jars``).
     """
     jars = s3a.classpath(spark.hadoop_version)
-    store = {"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_REGION": REGION}
-    settings = {f"spark.hadoop.{key}": value for key, value in s3a.hadoop_settings(store).items()}
+    settings = s3a.session_settings({"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_REGION": REGION})
     return [
         *("--driver-class-path", os.pathsep.join(jars)),
         *(part for key, value in settings.items() for part in ("--conf", f"{key}={value}")),

@@ -32,7 +32,7 @@ from pyspark.sql import SparkSession  # noqa: E402
 from bench.s3_api import S3Api  # noqa: E402
 from spark_etl import s3a  # noqa: E402
 from spark_etl.errors import JobError  # noqa: E402
-from spark_etl.session import LOCAL_JVM_SETTINGS, joined_class_path  # noqa: E402
+from spark_etl.session import CLASS_PATH, LOCAL_JVM_SETTINGS, joined_class_path  # noqa: E402
 from tests.lakes import DAYS, catalogue, day_events, job_args, write_lake  # noqa: E402
 
 # The modules whose tests use the Spark session. The lanes run on two xdist workers
@@ -101,7 +101,7 @@ def spark() -> Iterator[SparkSession]:
 
 def _s3a_class_path() -> dict[str, str]:
     try:
-        return {"spark.driver.extraClassPath": os.pathsep.join(s3a.classpath())}
+        return {CLASS_PATH: os.pathsep.join(s3a.classpath())}
     except JobError:
         return {}  # the tests on S3 say so (s3_api); every other test runs without it
 

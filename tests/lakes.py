@@ -18,6 +18,8 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_etl import io
 from spark_etl.args import JobArgs
+from spark_etl.lease import LEASE_FILE
+from spark_etl.publication import JOURNAL_FILE, STAGING_FOLDER
 from spark_etl.tables import TABLES
 
 
@@ -227,3 +229,14 @@ def output_keys(bucket: str) -> list[str]:
         .paginate(Bucket=bucket, Prefix=f"{S3_OUTPUT}/")
     )
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def assert_nothing_left_on_s3(bucket: str) -> None:
+    """No staging, journal or lease object: a reader and the next run see only tables."""
+    keys = output_keys(bucket)
+    assert [key for key in keys if key.startswith(f"{S3_OUTPUT}/{STAGING_FOLDER}/")] == []
+    assert f"{S3_OUTPUT}/{LEASE_FILE}" not in keys
+    assert f"{S3_OUTPUT}/{JOURNAL_FILE}" not in keys
+    # S3A marks a folder it made with a `folder/` object: none may lie in a table.
+    tables = tuple(f"{S3_OUTPUT}/{name}/" for name in TABLES)
+    assert [key for key in keys if key.endswith("/") and key.startswith(tables)] == []

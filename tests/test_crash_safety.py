@@ -38,6 +38,7 @@ from tasks.ops.names import PROJECT_ROOT
 from tests.lakes import (
     DAYS,
     S3_OUTPUT,
+    assert_nothing_left_on_s3,
     job_args,
     output_keys,
     read_tables,
@@ -270,7 +271,4 @@ def test_on_s3_a_full_run_killed_while_publishing_is_completed_by_the_next_run(
 
     for name, table in read_tables(spark, next_run.output_uri).items():
         assertDataFrameEqual(table, read_tables(spark, full_output)[name])
-    keys = output_keys(s3_bucket)
-    assert [key for key in keys if key.startswith(f"{S3_OUTPUT}/{STAGING_FOLDER}/")] == []
-    assert f"{S3_OUTPUT}/{JOURNAL_FILE}" not in keys
-    assert f"{S3_OUTPUT}/{LEASE_FILE}" not in keys
+    assert_nothing_left_on_s3(s3_bucket)

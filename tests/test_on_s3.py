@@ -22,11 +22,17 @@ from bench.s3_api import S3Api
 from spark_etl.args import JobArgs
 from spark_etl.errors import DamagedLakeError
 from spark_etl.job import run_job
-from spark_etl.lease import LEASE_FILE
-from spark_etl.publication import FULL_RUN_REPAIR, JOURNAL_FILE, STAGING_FOLDER
+from spark_etl.publication import FULL_RUN_REPAIR
 from spark_etl.summary import RunSummary, summary_uri
 from spark_etl.tables import TABLES
-from tests.lakes import DAYS, S3_OUTPUT, output_keys, read_tables, s3_job_args, upload_lake
+from tests.lakes import (
+    DAYS,
+    S3_OUTPUT,
+    assert_nothing_left_on_s3,
+    read_tables,
+    s3_job_args,
+    upload_lake,
+)
 
 
 @dataclass(frozen=True)
@@ -69,17 +75,6 @@ def published(spark: SparkSession, s3_api: S3Api, s3_bucket: str, lake: Path) ->
     return PublishedOnS3(s3_bucket, full, daily, summaries)
 
 
-def assert_nothing_left_behind(bucket: str) -> None:
-    """No staging, journal or lease object: a reader and the next run see only tables."""
-    keys = output_keys(bucket)
-    assert [key for key in keys if key.startswith(f"{S3_OUTPUT}/{STAGING_FOLDER}/")] == []
-    assert f"{S3_OUTPUT}/{LEASE_FILE}" not in keys
-    assert f"{S3_OUTPUT}/{JOURNAL_FILE}" not in keys
-    # S3A marks a folder it made with a `folder/` object: none may lie in a table.
-    tables = tuple(f"{S3_OUTPUT}/{name}/" for name in TABLES)
-    assert [key for key in keys if key.endswith("/") and key.startswith(tables)] == []
-
-
 def test_a_full_run_then_a_daily_run_on_s3_equal_a_local_full_run_row_for_row(
     spark: SparkSession, published: PublishedOnS3, full_output: Path
 ) -> None:
@@ -87,7 +82,7 @@ def test_a_full_run_then_a_daily_run_on_s3_equal_a_local_full_run_row_for_row(
     local = read_tables(spark, full_output)
     for name in TABLES:
         assertDataFrameEqual(on_s3[name], local[name])
-    assert_nothing_left_behind(published.bucket)
+    assert_nothing_left_on_s3(published.bucket)
     # S3 has no rename: each file the job moved into place is a COPY S3 answered.
     for run, counted in ((published.full_run, "full"), (published.daily_run, "daily")):
         moved = published.summaries[counted].requests["copy"]
@@ -106,4 +101,4 @@ def test_a_damaged_lake_on_s3_is_refused_with_its_repair_and_the_refusal_leaves_
         run_job(spark, refused)
 
     assert str(refusal.value).endswith(FULL_RUN_REPAIR)
-    assert_nothing_left_behind(published.bucket)
+    assert_nothing_left_on_s3(published.bucket)
