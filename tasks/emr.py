@@ -26,6 +26,7 @@ from tasks.ops import emr as emr_ops
 from tasks.ops.cost import RunCost
 from tasks.ops.failures import DEFAULT_LOG_PATIENCE, LogPatience
 from tasks.ops.live_logs import GrowingLogs, LogFollower, driver_log_sources
+from tasks.ops.states import STEP_FAILED
 from tasks.run_log import ops_logs_in_run_log
 from tasks.runner import RunnerSettings
 
@@ -172,7 +173,7 @@ def wait_for_spark_step(
         ),
         step_logs,
     )
-    if state in emr_ops.STEP_FAILED:
+    if state in STEP_FAILED:
         with ops_logs_in_run_log():
             raise emr_ops.build_step_failed_error(
                 clients.s3,

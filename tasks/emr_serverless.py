@@ -26,6 +26,7 @@ from tasks.ops import emr_serverless as serverless_ops
 from tasks.ops.cost import RunCost
 from tasks.ops.failures import DEFAULT_LOG_PATIENCE, LogPatience
 from tasks.ops.live_logs import GrowingLogs, LogFollower
+from tasks.ops.states import JOB_RUN_FAILED
 from tasks.run_log import ops_logs_in_run_log
 
 # The block every Serverless run loads unless told otherwise.
@@ -239,7 +240,7 @@ def wait_for_emr_serverless_job_run(
         ),
         live,
     )
-    if state in serverless_ops.JOB_RUN_FAILED:
+    if state in JOB_RUN_FAILED:
         summary = aws_job.summary_location(job_args.output_uri, job_args.run_id)
         with ops_logs_in_run_log():
             raise serverless_ops.build_job_run_failed_error(

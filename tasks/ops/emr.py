@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -30,6 +29,16 @@ from tasks.ops.names import RunnerName
 from tasks.ops.ownership import flow_run_of, is_project_resource, ownership_tags
 from tasks.ops.polling import poll_states
 from tasks.ops.s3 import S3Location, parse_s3_uri
+from tasks.ops.states import (
+    CLUSTER_ACTIVE,
+    CLUSTER_ENDED,
+    CLUSTER_READY,
+    CLUSTER_TERMINATED,
+    STEP_ACTIVE,
+    STEP_ENDED,
+    ClusterState,
+    StepState,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_emr import EMRClient
@@ -41,43 +50,6 @@ logger = logging.getLogger(__name__)
 # SIGKILL, a lost machine) stays Running in the API, but its heartbeat goes stale.
 HEARTBEAT_TAG_KEY = "prefect-heartbeat"
 HEARTBEAT_SECONDS = 300.0
-
-
-class ClusterState(StrEnum):
-    """EMR cluster states (``describe_cluster`` → Cluster.Status.State)."""
-
-    STARTING = "STARTING"
-    BOOTSTRAPPING = "BOOTSTRAPPING"
-    RUNNING = "RUNNING"
-    WAITING = "WAITING"
-    TERMINATING = "TERMINATING"
-    TERMINATED = "TERMINATED"
-    TERMINATED_WITH_ERRORS = "TERMINATED_WITH_ERRORS"
-
-
-CLUSTER_READY = frozenset({ClusterState.RUNNING, ClusterState.WAITING})
-CLUSTER_ENDED = frozenset(
-    {ClusterState.TERMINATING, ClusterState.TERMINATED, ClusterState.TERMINATED_WITH_ERRORS}
-)
-CLUSTER_ACTIVE = frozenset(set(ClusterState) - CLUSTER_ENDED)
-
-
-class StepState(StrEnum):
-    """EMR step states (``describe_step`` → Step.Status.State)."""
-
-    PENDING = "PENDING"
-    CANCEL_PENDING = "CANCEL_PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    CANCELLED = "CANCELLED"
-    FAILED = "FAILED"
-    INTERRUPTED = "INTERRUPTED"
-
-
-# INTERRUPTED is a failure too (botocore's step_complete waiter forgets it).
-STEP_FAILED = frozenset({StepState.CANCELLED, StepState.FAILED, StepState.INTERRUPTED})
-STEP_ENDED = STEP_FAILED | {StepState.COMPLETED}
-STEP_ACTIVE = frozenset({StepState.PENDING, StepState.RUNNING})
 
 
 class EmrError(Exception):
@@ -613,7 +585,6 @@ def terminate_cluster(emr: EMRClient, cluster_id: str) -> None:
     emr.terminate_job_flows(JobFlowIds=[cluster_id])
 
 
-CLUSTER_TERMINATED = frozenset({ClusterState.TERMINATED, ClusterState.TERMINATED_WITH_ERRORS})
 # Normalized units per hour of each instance size (EMR's NormalizedInstanceHours: an
 # m1.small hour is one unit, an xlarge eight, a 2xlarge sixteen, and so on).
 _UNITS_BY_SIZE = {"nano": 0.25, "micro": 0.5, "small": 1.0, "medium": 2.0, "large": 4.0}

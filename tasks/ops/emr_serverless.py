@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
@@ -39,6 +38,14 @@ from tasks.ops.ownership import (
 )
 from tasks.ops.polling import poll_states
 from tasks.ops.s3 import S3Location, parse_s3_uri
+from tasks.ops.states import (
+    APPLICATION_LIVE,
+    APPLICATION_TAKES_JOBS,
+    JOB_RUN_CANCELLABLE,
+    JOB_RUN_ENDED,
+    ApplicationState,
+    JobRunState,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_emr_serverless import EMRServerlessClient
@@ -51,50 +58,6 @@ logger = logging.getLogger(__name__)
 FLOW_ATTEMPT_TAG_KEY = "prefect-flow-run-attempt"
 # How far back a retried start looks for the job run an earlier try may have started.
 START_LOOKBACK = timedelta(days=2)
-
-
-class ApplicationState(StrEnum):
-    """EMR Serverless application states (``get_application`` → application.state)."""
-
-    CREATING = "CREATING"
-    CREATED = "CREATED"
-    STARTING = "STARTING"
-    STARTED = "STARTED"
-    STOPPING = "STOPPING"
-    STOPPED = "STOPPED"
-    TERMINATED = "TERMINATED"
-
-
-# With auto-start on, a job run submitted to a created or stopped application starts it.
-APPLICATION_TAKES_JOBS = frozenset(
-    {
-        ApplicationState.CREATED,
-        ApplicationState.STARTING,
-        ApplicationState.STARTED,
-        ApplicationState.STOPPED,
-    }
-)
-APPLICATION_LIVE = frozenset(set(ApplicationState) - {ApplicationState.TERMINATED})
-
-
-class JobRunState(StrEnum):
-    """EMR Serverless job run states (``get_job_run`` → jobRun.state)."""
-
-    SUBMITTED = "SUBMITTED"
-    PENDING = "PENDING"
-    SCHEDULED = "SCHEDULED"
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"
-    CANCELLING = "CANCELLING"
-    CANCELLED = "CANCELLED"
-
-
-JOB_RUN_FAILED = frozenset({JobRunState.FAILED, JobRunState.CANCELLED})
-JOB_RUN_ENDED = JOB_RUN_FAILED | {JobRunState.SUCCESS}
-# Still to start or running: what a cancel can stop (CANCELLING is already on its way).
-JOB_RUN_CANCELLABLE = frozenset(set(JobRunState) - JOB_RUN_ENDED - {JobRunState.CANCELLING})
 
 
 class EmrServerlessError(Exception):

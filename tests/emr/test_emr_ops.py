@@ -26,6 +26,7 @@ from tasks.ops import emr as ops
 from tasks.ops.failures import LogPatience
 from tasks.ops.polling import MAX_FAILED_POLLS
 from tasks.ops.s3 import InvalidS3UriError, S3Location, parse_s3_uri
+from tasks.ops.states import STEP_FAILED, StepState
 from tests.emr.conftest import REGION, ClusterStuckStarting, ScriptedSteps
 
 SPEC = ops.ClusterSpec(
@@ -317,8 +318,8 @@ def test_a_failed_step_without_summary_or_logs_is_a_warning_naming_where_to_look
 
 
 def test_interrupted_counts_as_a_failed_step() -> None:
-    assert ops.StepState.INTERRUPTED in ops.STEP_FAILED
-    assert ops.StepState.COMPLETED not in ops.STEP_FAILED
+    assert StepState.INTERRUPTED in STEP_FAILED
+    assert StepState.COMPLETED not in STEP_FAILED
 
 
 @pytest.fixture
@@ -360,7 +361,7 @@ def test_an_interrupted_or_cancelled_step_ends_the_wait_as_a_failure_with_its_er
 
     end = states[-1]
     assert (seen, state, status["State"]) == (states, end, end)
-    assert state in ops.STEP_FAILED
+    assert state in STEP_FAILED
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket="step-logs")
     s3.create_bucket(Bucket="lake")

@@ -38,8 +38,6 @@ from flows.terminate_emr_clusters import terminate_emr_clusters
 from tasks.aws import BOTO_CONFIG, SINGLE_ATTEMPT_CONFIG, AwsClients, aws_clients
 from tasks.glue import CatalogNotUpdatedError
 from tasks.ops.emr import (
-    CLUSTER_ENDED,
-    STEP_ACTIVE,
     ClusterHeartbeat,
     ClusterSpec,
     EmrError,
@@ -50,6 +48,7 @@ from tasks.ops.ownership import FLOW_RUN_TAG_KEY
 from tasks.ops.polling import MAX_FAILED_POLLS
 from tasks.ops.preflight import PreflightError
 from tasks.ops.retry import is_transient
+from tasks.ops.states import CLUSTER_ENDED, STEP_ACTIVE
 from tests.emr.conftest import (
     CODE_URI,
     LOG_URI,
