@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: demo test test-integration test-all lint setup check-java clean blocks deploy alerts serve server worker query bench \
-	bench-large bench-daily bench-kill local-fs-jar emr-spark rehearse-emr fault-test jvm-archive s3a-jars bench-s3
+	bench-large bench-daily bench-kill local-fs-jar emr-spark rehearse-emr fault-test jvm-archive jars s3a-jars bench-s3
 
 demo: check-java jvm-archive ## Generate the sample lake (once) and run the songs_etl flow on local Spark
 	$(PY) flows/songs_etl.py
@@ -24,13 +24,15 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 FAST_LANE := not integration and not faults
 
-s3a-jars: setup ## Fetch (once) Hadoop's S3A connector, pinned and checksummed, into ~/.cache/sparkify-lake/jars
-	$(PY) -m spark_etl.s3a
+jars: setup ## Fetch (once) the pinned, checksummed jars (S3A, OpenLineage) into ~/.cache/sparkify-lake/jars
+	$(PY) -m spark_etl.jars
 
-test: check-java s3a-jars ## The fast lane (about 4.5 min on 2 cores): Spark on tiny lakes, flows on the ephemeral API, moto in-process
+s3a-jars: jars
+
+test: check-java jars ## The fast lane (about 4.5 min on 2 cores): Spark on tiny lakes, flows on the ephemeral API, moto in-process
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "$(FAST_LANE)" $(PYTEST_ARGS)
 
-test-integration: check-java emr-spark s3a-jars ## The long lane: real servers and processes, EMR rehearsals, the 60 fault runs
+test-integration: check-java emr-spark jars ## The long lane: real servers and processes, EMR rehearsals, the 60 fault runs
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "integration or faults" $(PYTEST_ARGS)
 
 test-all: test test-integration ## Both lanes: every test
@@ -67,7 +69,7 @@ $(EMR_STAMP):
 	$(EMR_VENV)/bin/python -m pip install --quiet $(EMR_PYSPARK)
 	@touch $@
 
-rehearse-emr: check-java emr-spark s3a-jars ## Run the EMR path with no AWS account: moto for AWS, real spark-submit steps
+rehearse-emr: check-java emr-spark jars ## Run the EMR path with no AWS account: moto for AWS, real spark-submit steps
 	$(PY) -m rehearsal.emr
 
 fault-test: check-java ## The EMR flow 60 times under seeded AWS faults (~5 min): nothing leaked or duplicated
@@ -115,7 +117,7 @@ bench-large: check-java ## The same on lake L (50k songs, 10M events; ~20 min on
 bench-daily: check-java jvm-archive ## A full run, then a daily run of a mid-month day, on lakes M and L (~20 min)
 	$(PY) bench/daily.py --sizes M L --repeats 2
 
-bench-s3: check-java s3a-jars ## On moto's S3 through S3A: each run's requests, and what a reader sees while it publishes (lakes S, M)
+bench-s3: check-java jars ## On moto's S3 through S3A: each run's requests, and what a reader sees while it publishes (lakes S, M)
 	$(PY) -m bench.s3_publication
 
 bench-kill: check-java ## Kill a daily run at 10 moments and re-run it at once: refusals, waits, tables (~10 min)

@@ -30,6 +30,7 @@ from tasks.aws import DEFAULT_CREDENTIALS_BLOCK
 from tasks.emr import DEFAULT_CLUSTER_CONFIG_BLOCK, EmrRunner
 from tasks.emr_serverless import DEFAULT_SERVERLESS_CONFIG_BLOCK, EmrServerlessRunner
 from tasks.glue import register_tables_in_glue
+from tasks.lineage import lineage_of_run
 from tasks.local_spark import (
     DEFAULT_LOGS_URI,
     DEFAULT_OUTPUT_URI,
@@ -83,6 +84,7 @@ def songs_etl(
     poll_seconds: float = 30.0,
     max_wait_minutes: float = 180.0,
     output_lock_wait_minutes: float = DEFAULT_OUTPUT_WAIT_MINUTES,
+    lineage_api_key_block: str | None = None,
 ) -> RunSummary:
     """Build the five tables: validate the inputs, run the Spark job, report what it did.
 
@@ -108,6 +110,9 @@ def songs_etl(
             application, then for the job run (EMR Serverless), which is then cancelled.
         output_lock_wait_minutes: Longest wait for another run on the same output to
             end; the run then fails, naming the output.
+        lineage_api_key_block: Name of the Prefect ``Secret`` block that holds the
+            OpenLineage backend's API key, when lineage is on (``OPENLINEAGE_URL``) and
+            the backend needs a key.
 
     Returns:
         The job's run summary (row counts, rejects, checks).
@@ -119,32 +124,38 @@ def songs_etl(
         run_date=resolve_run_date(run_date, process_previous_day),
         max_reject_ratio=max_reject_ratio,
     )
-    # One writer per output: a second run on this output waits here (docs/operations.md).
-    with hold_output(output_uri, output_lock_wait_minutes, PROJECT_ROOT) as location:
-        job_args = replace(
-            job_args,
-            flow_run_id=current_flow_run.id or "",
-            take_over_from=find_lease_to_take_over(location, aws_credentials_block),
-        )
-        chosen = RUNNERS[runner](
-            RunnerSettings(
-                aws_credentials_block=aws_credentials_block,
-                config_block={
-                    RunnerName.EMR: cluster_config_block,
-                    RunnerName.EMR_SERVERLESS: serverless_config_block,
-                }.get(runner),
-                code_bucket_uri=code_bucket_uri,
-                poll_seconds=poll_seconds,
-                max_wait_seconds=max_wait_minutes * 60,
-                flow_run_id=str(current_flow_run.id),
-                flow_attempt=current_flow_run.run_count,
+    # OpenLineage events for this run (START, then COMPLETE or FAIL) when lineage is on.
+    with lineage_of_run(lineage_api_key_block, job_args, runner) as lineage:
+        # One writer per output: a second run on this output waits here (docs/operations.md).
+        with hold_output(output_uri, output_lock_wait_minutes, PROJECT_ROOT) as location:
+            job_args = replace(
+                job_args,
+                flow_run_id=current_flow_run.id or "",
+                take_over_from=find_lease_to_take_over(location, aws_credentials_block),
             )
-        )
-        summary, cost = run_job(chosen, job_args)
-        publish_run_report(summary, cost)  # the data is written: say so before anything can fail
-        if glue_database and chosen.writes_to_s3:
-            register_tables_in_glue(aws_credentials_block, glue_database, output_uri)
-        return summary
+            chosen = RUNNERS[runner](
+                RunnerSettings(
+                    aws_credentials_block=aws_credentials_block,
+                    config_block={
+                        RunnerName.EMR: cluster_config_block,
+                        RunnerName.EMR_SERVERLESS: serverless_config_block,
+                    }.get(runner),
+                    code_bucket_uri=code_bucket_uri,
+                    poll_seconds=poll_seconds,
+                    max_wait_seconds=max_wait_minutes * 60,
+                    flow_run_id=str(current_flow_run.id),
+                    flow_attempt=current_flow_run.run_count,
+                    job_environment=lineage.job_environment(),
+                )
+            )
+            summary, cost = run_job(chosen, job_args)
+            publish_run_report(
+                summary, cost
+            )  # the data is written: say so before anything can fail
+            if glue_database and chosen.writes_to_s3:
+                register_tables_in_glue(aws_credentials_block, glue_database, output_uri)
+            lineage.completed(summary)
+            return summary
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ a cluster would:
   ``emr-spark-8.0.0``), exactly as submitted;
 - its ``s3://bucket/key`` paths are moto's own S3: moto's server, in a thread of this
   process, serves the same buckets over HTTP on 127.0.0.1, and Hadoop's S3A connector
-  stands in for EMRFS (``make s3a-jars``), as EMR puts EMRFS on a cluster's class path.
+  stands in for EMRFS (``make jars``), as EMR puts EMRFS on a cluster's class path.
   The flow, the job and Glue see one S3, with no copy in between;
 - its stdout and stderr are put where EMR puts a step's logs
   (``{LogUri}/{cluster_id}/steps/{step_id}/stdout.gz``, ``stderr.gz``), and the step
@@ -100,7 +100,7 @@ def s3a_settings(spark: EmrSpark, s3_endpoint: str) -> list[str]:
     """spark-submit options that give the step S3A for ``s3://``, on the server at ``s3_endpoint``.
 
     Raises:
-        JobError: The S3A jars of the EMR line's Hadoop are not fetched (``make s3a-jars``).
+        JobError: The S3A jars of the EMR line's Hadoop are not fetched (``make jars``).
     """
     jars = s3a.classpath(spark.hadoop_version)
     settings = s3a.session_settings({"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_REGION": REGION})

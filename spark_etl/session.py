@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
-from spark_etl import s3a
+from spark_etl import lineage, s3a
 from spark_etl.jvm_archive import LOCAL_FS_JAR, archive_options
 
 # Settings that make results right (UTC) or the run lean; nothing here is sized for one
@@ -73,18 +73,23 @@ def create_session(
             run's local log file): a small run's JVM starts quickly (:func:`quick_jvm_settings`).
         uris: The run's inputs and output: one on ``s3://`` puts Hadoop's S3A connector
             in a JVM this process starts (:func:`s3a_jvm_settings`).
+
+    With ``OPENLINEAGE_URL`` set, a JVM this process starts runs OpenLineage's listener
+    (:func:`lineage_jvm_settings`).
     """
     loopback = loopback_settings()
     if loopback:
         os.environ["SPARK_LOCAL_IP"] = LOOPBACK  # read by the JVM that getOrCreate starts
     local_fs, s3_fs = local_jvm_settings(), s3a_jvm_settings(uris)
+    listener = lineage_jvm_settings()
     settings = {
         **JOB_SETTINGS,
         **local_fs,
         **s3_fs,
+        **listener,
         **quick_jvm_settings(input_bytes),
         **loopback,
-        **joined_class_path(local_fs, s3_fs),
+        **joined_class_path(local_fs, s3_fs, listener),
     }
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
@@ -104,7 +109,7 @@ def s3a_jvm_settings(uris: Sequence[str]) -> dict[str, str]:
     URI is on S3.
 
     Raises:
-        JobError: The S3A jars are not fetched (``make s3a-jars``).
+        JobError: The S3A jars are not fetched (``make jars``).
     """
     if not starts_own_jvm() or not s3a.uses_s3(uris):
         return {}
@@ -112,6 +117,19 @@ def s3a_jvm_settings(uris: Sequence[str]) -> dict[str, str]:
         "spark.driver.extraClassPath": os.pathsep.join(s3a.classpath()),
         **s3a.session_settings(os.environ),
     }
+
+
+def lineage_jvm_settings() -> dict[str, str]:
+    """OpenLineage's Spark listener, for a JVM this process starts with lineage on.
+
+    None under spark-submit: there the runner that submits the job sets the listener.
+
+    Raises:
+        JobError: The OpenLineage variables are malformed, or the listener is not fetched.
+    """
+    if not starts_own_jvm():
+        return {}
+    return lineage.listener_settings(os.environ)
 
 
 def joined_class_path(*settings: dict[str, str]) -> dict[str, str]:

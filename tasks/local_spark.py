@@ -87,8 +87,13 @@ def validate_local_inputs(job_args: JobArgs) -> None:
 
 
 @task(name="Run the Spark job locally")
-def run_spark_job_locally(job_args: JobArgs) -> RunSummary:
+def run_spark_job_locally(
+    job_args: JobArgs, job_environment: dict[str, str] | None = None
+) -> RunSummary:
     """Run ``python -m spark_etl`` as a child process and stream its output into the log.
+
+    Args:
+        job_environment: Variables added to the child's environment (lineage's).
 
     Returns:
         The run summary the job wrote under ``<output>/_runs/``.
@@ -99,7 +104,12 @@ def run_spark_job_locally(job_args: JobArgs) -> RunSummary:
     logger = get_run_logger()
     command = [sys.executable, "-m", "spark_etl", *job_args.to_argv()]
     logger.info("Starting local Spark: %s", " ".join(command))
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "TZ": os.environ.get("TZ", "UTC")}
+    env = {
+        **os.environ,
+        **(job_environment or {}),
+        "PYSPARK_PYTHON": sys.executable,
+        "TZ": os.environ.get("TZ", "UTC"),
+    }
     last_error = ""
     with subprocess.Popen(
         command,
@@ -133,6 +143,7 @@ class LocalRunner:
 
     def __init__(self, settings: RunnerSettings) -> None:
         self._summary: RunSummary | None = None
+        self._job_environment = settings.job_environment
 
     def prepare(self, job_args: JobArgs) -> JobArgs:
         """Make the sample lake when the default locations are used; check the inputs."""
@@ -151,7 +162,7 @@ class LocalRunner:
         """Nothing to start ahead of the job: :meth:`wait` runs it."""
 
     def wait(self, job_args: JobArgs) -> None:
-        self._summary = run_spark_job_locally(job_args)
+        self._summary = run_spark_job_locally(job_args, self._job_environment)
 
     def end(self) -> None:
         """Nothing outlives the job's process."""

@@ -12,7 +12,7 @@ Adding a runner means one module with a class of this shape, and a line in the f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ class RunnerSettings:
         max_wait_seconds: Longest wait for each thing a run waits for.
         flow_run_id: The flow run this run belongs to: what it starts is tagged with it.
         flow_attempt: Which attempt of the flow run this is (1 for the first).
+        job_environment: Variables the job's own process gets (the OpenLineage listener's,
+            an API key among them: kept out of ``repr``). The local runner passes them on;
+            the AWS runners do not yet.
     """
 
     aws_credentials_block: str
@@ -43,6 +46,7 @@ class RunnerSettings:
     max_wait_seconds: float
     flow_run_id: str
     flow_attempt: int = 1
+    job_environment: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class Runner(Protocol):

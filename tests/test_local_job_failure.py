@@ -14,6 +14,7 @@ import pytest
 
 from flows.songs_etl import songs_etl
 from tasks.local_spark import LocalSparkJobError
+from tests.lineage_receiver import lineage_receiver, parsed
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]  # a real job process
 
@@ -32,18 +33,21 @@ def write_mostly_garbage_lake(root: Path) -> tuple[Path, Path]:
 
 
 def test_a_job_that_exits_non_zero_fails_the_flow_with_its_own_one_line_reason(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     songs, logs = write_mostly_garbage_lake(tmp_path / "lake")
     output = tmp_path / "out"
 
-    state = songs_etl(
-        runner="local",
-        songs_uri=str(songs),
-        logs_uri=str(logs),
-        output_uri=str(output),
-        return_state=True,
-    )
+    with lineage_receiver() as receiver:  # lineage on: the FAIL event says why too
+        monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
+        state = songs_etl(
+            runner="local",
+            songs_uri=str(songs),
+            logs_uri=str(logs),
+            output_uri=str(output),
+            return_state=True,
+        )
+        flow_events = receiver.of_job("songs_etl")
 
     assert state.is_failed()
     with pytest.raises(LocalSparkJobError) as failure:
@@ -60,3 +64,7 @@ def test_a_job_that_exits_non_zero_fails_the_flow_with_its_own_one_line_reason(
     summary = json.loads(Path(error.summary_uri).read_text())
     assert (summary["status"], summary["error"]) == ("failed", expected_reason)
     assert not (output / "songplays").exists()  # stopped before any table was written
+    assert [event["eventType"] for event in flow_events] == ["START", "FAIL"]
+    fail = parsed(flow_events[1])
+    assert fail.run.facets["errorMessage"].message == f"LocalSparkJobError: {error}"
+    assert expected_reason in str(error)

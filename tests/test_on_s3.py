@@ -1,6 +1,6 @@
 """The job on a real S3 API: Hadoop's S3A against moto's server, in the test session.
 
-The session's JVM holds S3A (``make s3a-jars``); the AWS SDK's standard variables point
+The session's JVM holds S3A (``make jars``); the AWS SDK's standard variables point
 boto3 and S3A at the server (``s3_bucket``), as a user points the job at MinIO or Ceph. What
 exists only because S3 is not a file system meets S3 here: publication by COPY and DELETE,
 the manifest, the damaged-lake check, the lease by conditional writes, and listings.

@@ -1,7 +1,7 @@
 """The S3A connector's jars (pinned, checked, fetched once) and the settings that use them.
 
 The fetches here read a Maven repository laid out in a temporary folder (``file://``),
-so nothing leaves the machine; ``make s3a-jars`` fetches the real pins the same way.
+so nothing leaves the machine; ``make jars`` fetches the real pins the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_etl import s3a
+from spark_etl import jars, s3a
 from spark_etl.errors import JobError
 from spark_etl.session import s3a_jvm_settings
 
@@ -21,7 +21,7 @@ JAR = b"PK\x03\x04 a jar's bytes"
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
-    monkeypatch.setenv(s3a.CACHE_ENV, str(folder))
+    monkeypatch.setenv(jars.CACHE_ENV, str(folder))
     return folder
 
 
@@ -43,10 +43,10 @@ def lock_of(tmp_path: Path, content: bytes) -> Path:
 def test_a_fetch_downloads_once_and_replaces_a_damaged_jar(cache: Path, tmp_path: Path) -> None:
     lock, repository = lock_of(tmp_path, JAR), repository_with(tmp_path, JAR)
 
-    first = s3a.fetch(lock, repository)
-    second = s3a.fetch(lock, repository)
+    first = jars.fetch(lock, repository)
+    second = jars.fetch(lock, repository)
     (cache / "s3a-hadoop-9.9.9" / "tool-1.0.jar").write_bytes(b"cut sho")
-    third = s3a.fetch(lock, repository)
+    third = jars.fetch(lock, repository)
 
     assert [(r.jars, r.downloaded) for r in (first, second, third)] == [(1, 1), (1, 0), (1, 1)]
     assert (cache / "s3a-hadoop-9.9.9" / "tool-1.0.jar").read_bytes() == JAR
@@ -58,7 +58,7 @@ def test_a_download_that_is_not_the_pinned_jar_is_refused_and_not_kept(
     lock, repository = lock_of(tmp_path, JAR), repository_with(tmp_path, b"something else")
 
     with pytest.raises(JobError, match=r"tool-1.0.jar is not the pinned tool-1.0.jar: SHA-256"):
-        s3a.fetch(lock, repository)
+        jars.fetch(lock, repository)
 
     assert list((cache / "s3a-hadoop-9.9.9").iterdir()) == []
 
@@ -69,7 +69,7 @@ def test_the_project_pins_the_hadoop_of_its_pyspark_and_names_the_fetch_when_a_j
     hadoop = s3a.bundled_hadoop_version()
     assert s3a.lock_for(hadoop).name == f"s3a-hadoop-{hadoop}.lock"
     assert s3a.lock_for("3.4.1").is_file()  # the EMR line's (.venv-emr)
-    with pytest.raises(JobError, match=r"run `make s3a-jars` once$"):
+    with pytest.raises(JobError, match=r"run `make jars` once$"):
         s3a.classpath()
     with pytest.raises(JobError, match=r"no S3A connector is pinned for Hadoop 1.0.0"):
         s3a.lock_for("1.0.0")
