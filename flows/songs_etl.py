@@ -149,9 +149,8 @@ def songs_etl(
                 )
             )
             summary, cost = run_job(chosen, job_args)
-            publish_run_report(
-                summary, cost
-            )  # the data is written: say so before anything can fail
+            # The data is written: say so before anything can fail.
+            publish_run_report(summary, cost)
             if glue_database and chosen.writes_to_s3:
                 register_tables_in_glue(aws_credentials_block, glue_database, output_uri)
             lineage.completed(summary)

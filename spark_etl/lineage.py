@@ -24,7 +24,8 @@ from pathlib import Path
 from spark_etl import jars
 from spark_etl.errors import JobError
 
-LOCK = next(iter(sorted((Path(__file__).resolve().parent / "lineage_jars").glob("*.lock"))))
+# A path, not a look in the folder: the zipped job (EMR) ships no lock file, and needs none.
+LOCK = Path(__file__).resolve().parent / "lineage_jars" / "openlineage-spark-1.53.0.lock"
 LISTENER = "io.openlineage.spark.agent.OpenLineageSparkListener"
 DEFAULT_ENDPOINT = "api/v1/lineage"
 DEFAULT_NAMESPACE = "default"  # OpenLineage's own default
