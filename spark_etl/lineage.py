@@ -84,12 +84,34 @@ def listener_settings(environ: Mapping[str, str]) -> dict[str, str]:
     """
     if not is_on(environ):
         return {}
-    url = checked_url(environ["OPENLINEAGE_URL"])
+    jar = jars.cached_paths(LOCK, "lineage (OPENLINEAGE_URL)")[0]
+    return {**spark_settings(environ), "spark.driver.extraClassPath": jar}
+
+
+def submit_options(environ: Mapping[str, str], jar_uri: str) -> list[str]:
+    """spark-submit options that run the listener from ``jar_uri`` (EMR, EMR Serverless).
+
+    Without the API key: a step's or job run's arguments are shown to anyone who may
+    describe it (docs/operations.md, "Lineage").
+
+    Raises:
+        JobError: As :func:`listener_settings`.
+    """
+    settings = spark_settings(environ, with_api_key=False)
+    confs = [part for key, value in settings.items() for part in ("--conf", f"{key}={value}")]
+    return ["--jars", jar_uri, *confs]
+
+
+def spark_settings(environ: Mapping[str, str], with_api_key: bool = True) -> dict[str, str]:
+    """The listener's settings, its jar aside: where it sends, as whose child, and how.
+
+    Raises:
+        JobError: ``OPENLINEAGE_URL`` is not an http(s) address, or the parent is malformed.
+    """
     settings = {
         "spark.extraListeners": LISTENER,
-        "spark.driver.extraClassPath": jars.cached_paths(LOCK, "lineage (OPENLINEAGE_URL)")[0],
         "spark.openlineage.transport.type": "http",
-        "spark.openlineage.transport.url": url,
+        "spark.openlineage.transport.url": checked_url(environ["OPENLINEAGE_URL"]),
         "spark.openlineage.transport.endpoint": environ.get(
             "OPENLINEAGE_ENDPOINT", DEFAULT_ENDPOINT
         ),
@@ -98,7 +120,7 @@ def listener_settings(environ: Mapping[str, str]) -> dict[str, str]:
         "spark.redaction.regex": REDACTION_REGEX,
     }
     api_key = environ.get("OPENLINEAGE_API_KEY", "")
-    if api_key:
+    if api_key and with_api_key:
         settings["spark.openlineage.transport.auth.type"] = "api_key"
         settings["spark.openlineage.transport.auth.apiKey"] = api_key
     parent = environ.get("OPENLINEAGE_PARENT_ID", "")

@@ -7,7 +7,8 @@ own tasks live in :mod:`tasks.emr` and :mod:`tasks.emr_serverless`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
 from botocore.exceptions import ClientError
@@ -15,6 +16,8 @@ from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from pydantic import BaseModel
 
+from spark_etl import jars
+from spark_etl import lineage as job_lineage
 from spark_etl.args import JobArgs
 from spark_etl.summary import RunSummary, summary_uri
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
@@ -33,10 +36,16 @@ Work = TypeVar("Work")  # what a runner starts: a cluster, a job run
 
 @dataclass(frozen=True)
 class UploadedJob:
-    """Where the job code lies in S3."""
+    """Where the job code lies in S3, and what spark-submit adds to run it.
+
+    Attributes:
+        submit_options: spark-submit options before the job's own (the lineage listener's
+            jar and settings, when lineage is on).
+    """
 
     entry_uri: str
     package_uri: str
+    submit_options: tuple[str, ...] = ()
 
 
 @task(
@@ -90,6 +99,48 @@ def upload_spark_job(aws_credentials_block: str, code_bucket_uri: str) -> Upload
             "%s %s", "Uploaded" if uploaded else "Already there, not uploaded:", location.uri
         )
     return UploadedJob(entry_uri=uploads[1][0].uri, package_uri=uploads[0][0].uri)
+
+
+@task(
+    name="Upload the lineage listener",
+    retry_condition_fn=retry_transient_aws_errors,
+    **AWS_TASK_RETRIES,
+)
+def upload_lineage_listener(aws_credentials_block: str, code_bucket_uri: str) -> str:
+    """Upload OpenLineage's Spark listener (the pinned jar) beside the job code, once.
+
+    The cluster or job run reads it from S3: it needs no way out to Maven Central.
+
+    Returns:
+        The jar's s3:// URI (its key names its version and digest).
+    """
+    [jar] = jars.cached_paths(job_lineage.LOCK, "lineage on EMR")
+    [pinned] = jars.read_lock(job_lineage.LOCK)
+    location = s3_ops.parse_s3_uri(code_bucket_uri).child(
+        f"{pinned.artifact}-{pinned.version}-{pinned.sha256[:16]}.jar"
+    )
+    s3 = aws_clients(aws_credentials_block).s3
+    uploaded = s3_ops.upload_unless_present(s3, location, Path(jar).read_bytes())
+    get_run_logger().info(
+        "%s %s", "Uploaded" if uploaded else "Already there, not uploaded:", location.uri
+    )
+    return location.uri
+
+
+def lineage_submit_options(
+    aws_credentials_block: str, code_bucket_uri: str, job_environment: dict[str, str]
+) -> tuple[str, ...]:
+    """The listener's spark-submit options when lineage is on; none when it is off."""
+    if not job_lineage.is_on(job_environment):
+        return ()
+    if job_environment.get("OPENLINEAGE_API_KEY"):
+        get_run_logger().warning(
+            "Lineage: the Spark job on AWS reports without the API key (a step's or job "
+            "run's arguments are shown to anyone who may describe it); the flow's own "
+            "events carry it"
+        )
+    jar_uri = upload_lineage_listener(aws_credentials_block, code_bucket_uri)
+    return tuple(job_lineage.submit_options(job_environment, jar_uri))
 
 
 def prefect_api_identity() -> str:
@@ -173,9 +224,14 @@ class AwsRunner(Generic[Work]):
         self._work: Work | None = None
 
     def prepare(self, job_args: JobArgs) -> JobArgs:
-        """Check everything the run needs, then upload the job code."""
+        """Check everything the run needs, then upload the job code (and the listener)."""
         preflight_aws_run(self._block, job_args, self._settings.code_bucket_uri)
-        self._job = upload_spark_job(self._block, str(self._settings.code_bucket_uri))
+        code_bucket_uri = str(self._settings.code_bucket_uri)
+        job = upload_spark_job(self._block, code_bucket_uri)
+        options = lineage_submit_options(
+            self._block, code_bucket_uri, self._settings.job_environment
+        )
+        self._job = replace(job, submit_options=options)
         return job_args
 
     def read_summary(self, job_args: JobArgs) -> RunSummary:

@@ -127,7 +127,11 @@ def submit_spark_step(
 ) -> str:
     """Add the spark-submit step (a retry finds the step by its run-specific name)."""
     step = emr_ops.build_spark_step(
-        f"songs_etl {job_args.run_id}", job.entry_uri, job.package_uri, job_args.to_argv()
+        f"songs_etl {job_args.run_id}",
+        job.entry_uri,
+        job.package_uri,
+        job_args.to_argv(),
+        job.submit_options,
     )
     clients = aws_clients(aws_credentials_block)
     with ops_logs_in_run_log():

@@ -162,6 +162,7 @@ def start_emr_serverless_job_run(
         job.package_uri,
         job_args.to_argv(),
         owner,
+        job.submit_options,
     )
     with ops_logs_in_run_log():
         job_run_id, started = serverless_ops.start_job_run(

@@ -34,9 +34,9 @@ class RunnerSettings:
         max_wait_seconds: Longest wait for each thing a run waits for.
         flow_run_id: The flow run this run belongs to: what it starts is tagged with it.
         flow_attempt: Which attempt of the flow run this is (1 for the first).
-        job_environment: Variables the job's own process gets (the OpenLineage listener's,
-            an API key among them: kept out of ``repr``). The local runner passes them on;
-            the AWS runners do not yet.
+        job_environment: The OpenLineage variables of the job's listener (an API key among
+            them: kept out of ``repr``). The local runner puts them in the job's process;
+            the AWS runners turn them into spark-submit options (without the key).
     """
 
     aws_credentials_block: str

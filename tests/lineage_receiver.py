@@ -23,6 +23,9 @@ from openlineage.client.facet_v2 import (
     schema_dataset,
 )
 
+from spark_etl import jars
+from spark_etl import lineage as job_lineage
+
 
 class LineageReceiver:
     """The events POSTed to ``<url>/api/v1/lineage``, in arrival order."""
@@ -68,6 +71,15 @@ def lineage_receiver() -> Iterator[LineageReceiver]:
         yield receiver
     finally:
         receiver.close()
+
+
+def expected_listener(code_uri: str, url: str, flow_run_id: str) -> tuple[str, list[str]]:
+    """Where an AWS runner uploads the listener's jar, and the spark-submit options that run
+    it, for a flow run of ``songs_etl`` sending to ``url`` (no API key on AWS)."""
+    [pinned] = jars.read_lock(job_lineage.LOCK)
+    jar_uri = f"{code_uri}/openlineage-spark_2.13-1.53.0-{pinned.sha256[:16]}.jar"
+    environ = {"OPENLINEAGE_URL": url, "OPENLINEAGE_PARENT_ID": f"default/songs_etl/{flow_run_id}"}
+    return jar_uri, job_lineage.submit_options(environ, jar_uri)
 
 
 def dead_url() -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -379,7 +379,11 @@ def _scaling_limits(spec: ClusterSpec) -> dict[str, Any]:
 
 
 def build_spark_step(
-    name: str, entry_uri: str, package_uri: str, job_args: list[str]
+    name: str,
+    entry_uri: str,
+    package_uri: str,
+    job_args: list[str],
+    submit_options: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ``add_job_flow_steps`` step: spark-submit through command-runner.jar.
 
@@ -398,6 +402,7 @@ def build_spark_step(
                 "spark-submit",
                 "--deploy-mode",
                 "cluster",
+                *submit_options,
                 "--py-files",
                 package_uri,
                 entry_uri,

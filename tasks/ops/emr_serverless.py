@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -332,9 +332,11 @@ def build_start_job_run_request(
     package_uri: str,
     job_args: list[str],
     owner: JobRunOwner,
+    submit_options: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ``start_job_run`` request: the uploaded job, its sizes, logs, timeout and tags."""
     submit = [
+        *submit_options,
         f"--py-files {package_uri}",
         f"--conf spark.driver.cores={spec.driver_cores}",
         f"--conf spark.driver.memory={spec.driver_memory}",

@@ -10,8 +10,11 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from prefect.blocks.system import Secret
 
 import tasks.emr as emr_tasks
+from spark_etl import jars
+from spark_etl import lineage as job_lineage
 from spark_etl.args import JobArgs, parse_args
 from tasks.aws_job import prefect_api_identity
 from tasks.ops.emr import EmrStepFailedError, EmrWaitTimeoutError
@@ -35,6 +38,7 @@ from tests.emr.conftest import (
     throttling,
     wrap_emr_client,
 )
+from tests.lineage_receiver import expected_listener, lineage_receiver
 from tests.prefect_records import artifact_rows, flow_run_artifacts, flow_run_logs, task_run_counts
 
 pytestmark = pytest.mark.usefixtures("aws")
@@ -342,3 +346,38 @@ def test_the_secret_key_never_reaches_logs_or_artifacts(monkeypatch: pytest.Monk
     assert "Terminating EMR cluster" in stored[0]  # the logs were really captured
     for text in stored:
         assert FAKE_SECRET not in text
+
+
+def test_with_lineage_on_the_step_runs_the_listener_from_the_code_bucket_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script_steps(monkeypatch, ["PENDING", "RUNNING", "COMPLETED"])
+    Secret(value="emr-lineage-key-9d2e").save("emr-lineage-key", overwrite=True)
+
+    with lineage_receiver() as receiver:
+        monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
+        state = run_emr_flow(lineage_api_key_block="emr-lineage-key")
+        flow_events = receiver.of_job("songs_etl")
+
+    assert state.is_completed(), state.message
+    flow_run_id = str(state.state_details.flow_run_id)
+    assert [e["eventType"] for e in flow_events] == ["START", "COMPLETE"]
+    jar_uri, listener = expected_listener(CODE_URI, receiver.url, flow_run_id)
+    [cluster_id] = clusters_by_state()
+    [step] = emr().list_steps(ClusterId=cluster_id)["Steps"]
+    args = step["Config"]["Args"]
+    assert args[: 4 + len(listener)] == [
+        *("spark-submit", "--deploy-mode", "cluster"),
+        *listener,
+        "--py-files",
+    ]
+    assert [arg for arg in args if "emr-lineage-key-9d2e" in arg or "apiKey" in arg] == []
+    bucket, key = jar_uri.removeprefix("s3://").split("/", 1)
+    head = boto3.client("s3", region_name=REGION).head_object(Bucket=bucket, Key=key)
+    assert head["ContentLength"] == jars.read_lock(job_lineage.LOCK)[0].size
+    warnings = [
+        log.message
+        for log in flow_run_logs(flow_run_id)
+        if "reports without the API key" in log.message
+    ]
+    assert len(warnings) == 1

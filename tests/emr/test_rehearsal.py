@@ -34,6 +34,7 @@ from spark_etl.lake import day_log_parts
 from spark_etl.summary import RunSummary
 from spark_etl.tables import TABLES
 from tests.lakes import DAYS, assert_same_tables, catalogue, day_events, write_lake
+from tests.lineage_receiver import lineage_receiver, parsed
 from tests.prefect_records import artifact_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
@@ -117,14 +118,18 @@ def test_a_full_then_a_daily_run_through_emr_equal_the_job_run_locally(
     lake: Path,
     full_output: Path,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     parameters = prepare_aws(lake, days_held_back=1)
-    full = songs_etl(**parameters, return_state=True)
-    assert full.is_completed(), full.message
-    last_day = DAYS[-1]
-    upload_day(lake, lake.joinpath("log_data", *day_log_parts(last_day)))
-    daily = songs_etl(**parameters, run_date=last_day, return_state=True)
-    assert daily.is_completed(), daily.message
+    with lineage_receiver() as receiver:  # lineage on: the flow's events and the steps'
+        monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
+        full = songs_etl(**parameters, return_state=True)
+        assert full.is_completed(), full.message
+        last_day = DAYS[-1]
+        upload_day(lake, lake.joinpath("log_data", *day_log_parts(last_day)))
+        daily = songs_etl(**parameters, run_date=last_day, return_state=True)
+        assert daily.is_completed(), daily.message
+        events = list(receiver.events)
 
     star = download(LAKE_BUCKET, "star", tmp_path / "from-s3")
     assert_same_tables(spark, star, full_output)  # full run + one day == one full run
@@ -143,6 +148,31 @@ def test_a_full_then_a_daily_run_through_emr_equal_the_job_run_locally(
     cluster_id, step_id, _ = steps[-1]
     assert "spark_etl: succeeded (daily)" in step_log(cluster_id, step_id, "stdout")
     assert "Running Spark version 4.0." in step_log(cluster_id, step_id, "stderr")
+    assert_lineage_of_runs(events, [full, daily])
+
+
+def assert_lineage_of_runs(events: list[dict[str, Any]], states: list[Any]) -> None:
+    """Each flow run sent START and COMPLETE with its tables' rows, and its step's Spark
+    application reported under it (the listener's jar read from the code bucket)."""
+    for event in events:
+        parsed(event)
+    for state in states:
+        run_id = str(state.state_details.flow_run_id)
+        mine = [e for e in events if e["run"]["runId"] == run_id]
+        assert [e["eventType"] for e in mine] == ["START", "COMPLETE"]
+        outputs = mine[1]["outputs"]
+        assert {(d["namespace"], d["name"]) for d in outputs} == {
+            (f"s3://{LAKE_BUCKET}", f"star/{table}") for table in TABLES
+        }
+        rows = {d["name"]: d["outputFacets"]["outputStatistics"]["rowCount"] for d in outputs}
+        assert rows == {f"star/{table}": count for table, count in state.result().tables.items()}
+        application = [
+            e
+            for e in events
+            if e["job"]["name"] == "sparkify_lake"
+            and e["run"]["facets"]["parent"]["run"]["runId"] == run_id
+        ]
+        assert application, f"no Spark application reported under flow run {run_id}"
 
 
 def test_too_many_rejects_fail_the_real_job_and_the_flow_says_why(

@@ -19,6 +19,8 @@ from prefect.exceptions import TerminationSignal
 import flows.songs_etl as songs_etl_module
 import tasks.emr_serverless as serverless_tasks
 from flows.songs_etl import songs_etl
+from spark_etl import jars
+from spark_etl import lineage as job_lineage
 from spark_etl.args import JobArgs, parse_args
 from tasks.aws_job import prefect_api_identity
 from tasks.ops.emr_serverless import (
@@ -54,6 +56,7 @@ from tests.emr_serverless.conftest import (
     the_job_run,
     wrap_serverless_clients,
 )
+from tests.lineage_receiver import expected_listener, lineage_receiver
 from tests.prefect_records import artifact_rows, flow_run_artifacts, flow_run_logs, task_run_counts
 
 pytestmark = pytest.mark.usefixtures("serverless")
@@ -461,3 +464,25 @@ def ensure_test_application() -> str:
         return str(found["applicationId"])
     request = build_create_application_request(spec, "setup")
     return str(serverless_client().create_application(**request)["applicationId"])
+
+
+def test_with_lineage_on_the_job_run_runs_the_listener_from_the_code_bucket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ScriptedJobRuns(["RUNNING", "SUCCESS"]).install(monkeypatch)
+
+    with lineage_receiver() as receiver:
+        monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
+        state = run_serverless_flow()
+        flow_events = receiver.of_job("songs_etl")
+
+    assert state.is_completed(), state.message
+    flow_run_id = str(state.state_details.flow_run_id)
+    assert [e["eventType"] for e in flow_events] == ["START", "COMPLETE"]
+    jar_uri, listener = expected_listener(CODE_URI, receiver.url, flow_run_id)
+    parameters = the_job_run()["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"]
+    package_uri = f"{CODE_URI}/spark_etl-{build_job_package().digest}.zip"
+    assert parameters.startswith(" ".join([*listener, f"--py-files {package_uri} "]))
+    bucket, key = jar_uri.removeprefix("s3://").split("/", 1)
+    head = boto3.client("s3", region_name=REGION).head_object(Bucket=bucket, Key=key)
+    assert head["ContentLength"] == jars.read_lock(job_lineage.LOCK)[0].size
