@@ -1,4 +1,7 @@
-"""The OpenLineage Spark listener in a JVM the job starts itself, under the flow's run.
+"""OpenLineage's Spark listener in the job, under the flow's run.
+
+A JVM the job starts itself gets it from :func:`listener_settings`; under spark-submit on
+EMR and EMR Serverless the runner adds :func:`submit_options` to the step or job run.
 
 Off unless ``OPENLINEAGE_URL`` is set (and ``OPENLINEAGE_DISABLED`` is not true): the
 OpenLineage client's own variables, so one environment turns lineage on for the flow and
@@ -9,8 +12,9 @@ flow names itself as the parent run in ``OPENLINEAGE_PARENT_ID``
 (``namespace/job/run-id``, as OpenLineage's dbt integration reads it), so a lineage tool
 shows the Spark application under the Prefect run that started it.
 
-The listener is one pinned jar (``spark_etl/lineage_jars/``, fetched by ``make jars``). A
-lineage backend that is down costs the run nothing: the listener logs and goes on.
+The listener is one pinned jar (``spark_etl/lineage_jars/``, fetched by ``make jars``; on
+AWS uploaded beside the job code). A lineage backend that is down costs the run nothing:
+the listener logs and goes on.
 """
 
 from __future__ import annotations
