@@ -40,15 +40,27 @@ CONTENDERS = ("job", "tutorial", "duckdb")
 
 @dataclass(frozen=True)
 class Size:
-    """A benchmark lake: 30 days of logs, one user per 500 events."""
+    """A benchmark lake: 30 days of logs, one user per 500 events.
+
+    Attributes:
+        match_share: Share of plays that match a catalogue song (0.3: a quarter of events).
+        song_folders: Folders the song files lie in; 0 for one per track id's letters.
+    """
 
     name: str
     songs: int
     events: int
+    match_share: float = 0.3
+    song_folders: int = 0
 
     def config(self) -> SampleLakeConfig:
         return SampleLakeConfig(
-            songs=self.songs, events=self.events, users=max(1, self.events // 500), days=30
+            songs=self.songs,
+            events=self.events,
+            users=max(1, self.events // 500),
+            days=30,
+            match_share=self.match_share,
+            song_folders=self.song_folders,
         )
 
 
@@ -58,6 +70,9 @@ SIZES = {
         Size("S", 1_000, 100_000),
         Size("M", 20_000, 2_000_000),
         Size("L", 50_000, 10_000_000),
+        # M's songs and events, play-heavy: 80 % of events are plays of a catalogue song
+        # (1.6 M songplays), the songs in 12,500 folders of 1-2 files (the MSD's layout).
+        Size("MP", 20_000, 2_000_000, match_share=0.94, song_folders=12_500),
     )
 }
 

@@ -86,6 +86,9 @@ class SampleLakeConfig:
         match_share: Share of plays whose (song, artist, length) is a catalogue song.
         quirks: Plant bad lines, duplicates, unicode and boundary cases.
         seed: Seed of every random choice.
+        artists: Distinct artists; 0 for one per three songs.
+        song_folders: Folders the song files are spread over, one to a few files each, as
+            in the Million Song Dataset; 0 for the folder each track id names (up to 36³).
     """
 
     songs: int = 400
@@ -96,6 +99,8 @@ class SampleLakeConfig:
     match_share: float = 0.3
     quirks: bool = False
     seed: int = 42
+    artists: int = 0
+    song_folders: int = 0
 
 
 @dataclass
@@ -135,7 +140,8 @@ def generate_sample_lake(
 def _catalogue(config: SampleLakeConfig) -> list[dict[str, Any]]:
     """Catalogue songs; some share title and artist with another song at another duration."""
     rng = random.Random(f"{config.seed}-songs")
-    artists = [_artist(rng, index, config.quirks) for index in range(max(1, config.songs // 3))]
+    count = config.artists or max(1, config.songs // 3)
+    artists = [_artist(rng, index, config.quirks) for index in range(count)]
     songs: list[dict[str, Any]] = []
     for _ in range(config.songs):
         artist = rng.choice(artists)
@@ -188,9 +194,10 @@ def _write_songs(
     folder: Path, songs: list[dict[str, Any]], config: SampleLakeConfig
 ) -> dict[str, int]:
     """One file per song like the real catalogue; with quirks, a few odd files too."""
-    for song in songs:
+    for number, song in enumerate(songs):
         record = {k: v for k, v in song.items() if k != "track_id"}
-        _song_path(folder, song["track_id"]).write_text(json.dumps(record))
+        path = _song_path(folder, song["track_id"], _slot(number, config.song_folders))
+        path.write_text(json.dumps(record))
     counts = {"song_files": len(songs), "song_records": len(songs), "song_rejects": 0}
     if config.quirks and len(songs) >= 2:
         rng = random.Random(f"{config.seed}-song-quirks")
@@ -204,10 +211,23 @@ def _write_songs(
     return counts
 
 
-def _song_path(folder: Path, track_id: str) -> Path:
-    path = folder.joinpath(track_id[2], track_id[3], track_id[4], f"{track_id}.json")
+def _slot(number: int, song_folders: int) -> int | None:
+    """Which of ``song_folders`` folders the ``number``-th song goes to (round robin)."""
+    return number % song_folders if song_folders else None
+
+
+def _song_path(folder: Path, track_id: str, slot: int | None = None) -> Path:
+    """``A/B/C/<track id>.json``: the folder the track id names, or the ``slot``-th folder."""
+    letters = track_id[2:5] if slot is None else _folder_letters(slot)
+    path = folder.joinpath(*letters, f"{track_id}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _folder_letters(slot: int) -> str:
+    """The ``slot``-th three-character folder name (base 36, as track ids are spelled)."""
+    digits = string.ascii_uppercase + string.digits
+    return "".join(digits[(slot // 36**power) % 36] for power in (2, 1, 0))
 
 
 def _write_day(
@@ -444,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         match_share=args.match_share,
         quirks=args.quirks,
         seed=args.seed,
+        artists=args.artists,
+        song_folders=args.song_folders,
     )
     counts = generate_sample_lake(root, config, workers=args.workers)["counts"]
     print(
@@ -465,6 +487,8 @@ def _parser() -> argparse.ArgumentParser:
         ("users", defaults.users),
         ("days", defaults.days),
         ("seed", defaults.seed),
+        ("artists", defaults.artists),
+        ("song-folders", defaults.song_folders),
     ):
         parser.add_argument(f"--{name}", type=_count, default=value, help=f"default {value}")
     parser.add_argument("--start-date", type=date.fromisoformat, default=defaults.start_date)

@@ -185,3 +185,22 @@ def test_cli_refuses_a_non_empty_folder_and_bad_values(
         assert err.startswith("usage: python -m spark_etl.sample_lake ")
         assert err.splitlines()[-1] == f"python -m spark_etl.sample_lake: error: {reason}"
     assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+def test_a_play_heavy_lake_spreads_songs_over_the_folders_and_artists_asked_for(
+    tmp_path: Path,
+) -> None:
+    config = SampleLakeConfig(
+        songs=40, events=2_000, users=10, days=2, match_share=0.94, artists=4, song_folders=25
+    )
+
+    manifest = generate_sample_lake(tmp_path, config, workers=1)
+
+    files = sorted((tmp_path / "song_data").rglob("*.json"))
+    per_folder = Counter(path.parent for path in files)
+    assert (len(files), len(per_folder), set(per_folder.values())) == (40, 25, {1, 2})
+    artists = {json.loads(path.read_text())["artist_id"] for path in files}
+    assert len(artists) == 4
+    counts = manifest["counts"]
+    # Plays are ~85 % of events; 94 % of them match: about 80 % of events are songplays.
+    assert 0.75 < counts["matched_plays"] / counts["event_lines"] < 0.85
