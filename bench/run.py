@@ -146,11 +146,16 @@ def run_size(size: Size, contenders: Sequence[str], driver_memory: str | None) -
 
 
 def _job_profile(output: Path) -> dict | None:
-    """Where the job's time went: its own stage timings, from the run summary it wrote."""
-    summary_file = output / "_runs" / "_last_succeeded.json"
-    if not summary_file.exists():
+    """Where the job's time went: its own stage timings, from the run summary it wrote.
+
+    The run's own summary, not the last-success copy: that copy is published with the
+    tables, before the run's publish stage and its duration are known.
+    """
+    last_success = output / "_runs" / "_last_succeeded.json"
+    if not last_success.exists():
         return None
-    summary = json.loads(summary_file.read_text())
+    run_id = json.loads(last_success.read_text())["run_id"]
+    summary = json.loads((output / "_runs" / f"{run_id}.json").read_text())
     return {"job_seconds": summary["duration_seconds"], "stages": summary["stage_seconds"]}
 
 

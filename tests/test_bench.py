@@ -45,3 +45,16 @@ def test_the_comparison_reports_rows_missing_on_one_side(
         "time": (3, 0),
         "users": (1, 1),
     }
+
+
+def test_the_bench_profile_reads_the_runs_own_summary_with_its_duration_and_publish(
+    full_output: Path,
+) -> None:
+    from bench.run import _job_profile
+
+    profile = _job_profile(full_output)
+
+    # The last-success copy is published before the run's duration and publish time exist.
+    assert profile is not None
+    assert profile["job_seconds"] is not None and profile["job_seconds"] > 0
+    assert "publish" in profile["stages"]
