@@ -26,6 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run.py`: make the project importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import spark_profile as spark_profile_module
 from bench.compare import differences
 from bench.measure import Measurement, measure
 from spark_etl.args import JobArgs
@@ -113,13 +114,24 @@ def command(contender: str, lake: Path, output: Path) -> list[str]:
     ]
 
 
-def run_size(size: Size, contenders: Sequence[str], driver_memory: str | None) -> dict:
-    """Run every contender on one lake; compare the job's tables with DuckDB's."""
+def run_size(
+    size: Size, contenders: Sequence[str], driver_memory: str | None, spark_profile: bool = False
+) -> dict:
+    """Run every contender on one lake; compare the job's tables with DuckDB's.
+
+    With ``spark_profile``, the job writes a Spark event log, read back into what Spark did
+    in each of the job's stages (``bench/spark_profile.py``).
+    """
     lake = ensure_lake(size)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "TZ": "UTC"}
-    if driver_memory:
-        env["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory {driver_memory} pyspark-shell"
     outputs = LAKES_DIR / f"{size.name}-out"
+    event_logs = outputs / "event-logs"
+    submit = [
+        *(["--driver-memory", driver_memory] if driver_memory else []),
+        *(spark_profile_module.event_log_settings(event_logs) if spark_profile else []),
+    ]
+    if submit:
+        env["PYSPARK_SUBMIT_ARGS"] = " ".join([*submit, "pyspark-shell"])
     results: dict[str, Measurement] = {}
     for contender in contenders:
         output = outputs / contender
@@ -129,6 +141,12 @@ def run_size(size: Size, contenders: Sequence[str], driver_memory: str | None) -
         if results[contender].return_code != 0:
             print(f"{contender} failed:\n{results[contender].output_tail}", flush=True)
     profile = _job_profile(outputs / "job") if "job" in results else None
+    spark_stages = None
+    if spark_profile and "job" in results:
+        log = spark_profile_module.newest_event_log(event_logs)
+        spark_stages = spark_profile_module.profile(spark_profile_module.read_event_log(log))
+        print(f"{size.name}: what Spark did in each stage of the job ({log.name})")
+        print(spark_profile_module.table(spark_stages), flush=True)
     same = None
     if all(c in results and results[c].return_code == 0 for c in ("job", "duckdb")):
         diff = differences(outputs / "job", outputs / "duckdb")
@@ -139,6 +157,7 @@ def run_size(size: Size, contenders: Sequence[str], driver_memory: str | None) -
         "driver_memory": driver_memory,
         "same_tables_job_duckdb": same,
         "job_profile": profile,
+        "spark_profile": spark_stages,
         "runs": {
             name: {**asdict(m), "peak_rss_mb": round(m.peak_rss_mb)} for name, m in results.items()
         },
@@ -205,10 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--driver-memory", default=None, help="Spark driver memory, e.g. 2g (default: Spark's)"
     )
+    parser.add_argument(
+        "--spark-profile",
+        action="store_true",
+        help="write the job's Spark event log and print what Spark did in each of its stages",
+    )
     args = parser.parse_args(argv)
     cores, python = os.cpu_count(), platform.python_version()
     print(f"machine: {platform.platform()}, {cores} cores, python {python}")
-    reports = [run_size(SIZES[name], args.contenders, args.driver_memory) for name in args.sizes]
+    reports = [
+        run_size(SIZES[name], args.contenders, args.driver_memory, args.spark_profile)
+        for name in args.sizes
+    ]
     print(table(reports))
     print(profiles(reports))
     RESULTS_DIR.mkdir(exist_ok=True)

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pyspark import StorageLevel
+from pyspark import SparkContext, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -73,6 +73,8 @@ from spark_etl.summary import (
 )
 from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TIME, USERS, TableSpec
 
+# The Spark local property that names the job's stage on every Spark job it starts.
+STAGE_PROPERTY = "sparkify.stage"
 logger = logging.getLogger(__name__)
 
 # Everything a publication fills, as the lake check lists it.
@@ -526,7 +528,15 @@ def _previous_table_counts(storage: Storage, output_uri: str) -> dict[str, int]:
 
 @contextmanager
 def _timed(summary: RunSummary, name: str) -> Iterator[None]:
-    """Time one stage into the summary and the log."""
+    """Time one stage into the summary and the log, and name it on the Spark jobs it runs.
+
+    The name rides on each Spark job as the local property :data:`STAGE_PROPERTY`, so an
+    event log tells which of the job's stages each Spark job, stage and task served
+    (``bench/spark_profile.py``).
+    """
+    context = SparkContext._active_spark_context
+    if context is not None:
+        context.setLocalProperty(STAGE_PROPERTY, name)
     started = time.monotonic()
     logger.info("stage %s: started", name)
     try:
@@ -534,3 +544,5 @@ def _timed(summary: RunSummary, name: str) -> Iterator[None]:
     finally:
         summary.stage_seconds[name] = round(time.monotonic() - started, 3)
         logger.info("stage %s: %.1f s", name, summary.stage_seconds[name])
+        if context is not None:
+            context.setLocalProperty(STAGE_PROPERTY, None)  # type: ignore[arg-type]

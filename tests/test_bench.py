@@ -6,6 +6,7 @@ tested is that the comparison the benchmark relies on is real and can fail.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -58,3 +59,63 @@ def test_the_bench_profile_reads_the_runs_own_summary_with_its_duration_and_publ
     assert profile is not None
     assert profile["job_seconds"] is not None and profile["job_seconds"] > 0
     assert "publish" in profile["stages"]
+
+
+def test_the_spark_profile_sums_each_stage_of_the_job_from_the_event_log(tmp_path: Path) -> None:
+    from bench.spark_profile import UNNAMED, profile, read_event_log
+    from spark_etl.job import STAGE_PROPERTY
+
+    def task(stage_id: int, read: int, written: int) -> dict[str, object]:
+        return {
+            "Event": "SparkListenerTaskEnd",
+            "Stage ID": stage_id,
+            "Task Metrics": {
+                "Input Metrics": {"Bytes Read": read},
+                "Shuffle Write Metrics": {"Shuffle Bytes Written": 7},
+                "Shuffle Read Metrics": {"Remote Bytes Read": 1, "Local Bytes Read": 2},
+                "Output Metrics": {"Bytes Written": written, "Records Written": 3},
+            },
+        }
+
+    # Spark's own event names and fields (an event log is one JSON event a line).
+    events = [
+        {
+            "Event": "SparkListenerJobStart",
+            "Stage IDs": [0, 1],
+            "Properties": {STAGE_PROPERTY: "catalogue"},
+        },
+        task(0, 100, 0),
+        task(1, 0, 50),
+        {"Event": "SparkListenerStageCompleted", "Stage Info": {"Stage ID": 0}},
+        {"Event": "SparkListenerStageCompleted", "Stage Info": {"Stage ID": 1}},
+        {"Event": "SparkListenerJobStart", "Stage IDs": [2], "Properties": {}},
+        task(2, 10, 0),
+        {"Event": "SparkListenerStageCompleted", "Stage Info": {"Stage ID": 2}},
+    ]
+    log = tmp_path / "app-1"
+    log.write_text("\n".join(json.dumps(event) for event in events) + "\n")
+
+    by_stage = profile(read_event_log(log))
+
+    assert by_stage == {
+        "catalogue": {
+            "spark_jobs": 1,
+            "spark_stages": 2,
+            "tasks": 2,
+            "input_bytes": 100,
+            "shuffle_write_bytes": 14,
+            "shuffle_read_bytes": 6,
+            "output_bytes": 50,
+            "output_records": 6,
+        },
+        UNNAMED: {
+            "spark_jobs": 1,
+            "spark_stages": 1,
+            "tasks": 1,
+            "input_bytes": 10,
+            "shuffle_write_bytes": 7,
+            "shuffle_read_bytes": 3,
+            "output_bytes": 0,
+            "output_records": 3,
+        },
+    }
