@@ -19,13 +19,12 @@ the listener logs and goes on.
 
 from __future__ import annotations
 
-import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from spark_etl import jars
+from spark_etl import jars, s3a
 from spark_etl.errors import JobError
 
 # A path, not a look in the folder: the zipped job (EMR) ships no lock file, and needs none.
@@ -73,10 +72,14 @@ class ParentRun:
         return cls(namespace, job_name, run_id)
 
 
+def is_disabled(environ: Mapping[str, str]) -> bool:
+    """Whether ``OPENLINEAGE_DISABLED`` turns lineage off, whatever else is set."""
+    return environ.get("OPENLINEAGE_DISABLED", "").strip().lower() in ("true", "1", "yes")
+
+
 def is_on(environ: Mapping[str, str]) -> bool:
     """Whether the OpenLineage variables turn lineage on."""
-    disabled = environ.get("OPENLINEAGE_DISABLED", "").strip().lower() in ("true", "1", "yes")
-    return bool(environ.get("OPENLINEAGE_URL", "").strip()) and not disabled
+    return bool(environ.get("OPENLINEAGE_URL", "").strip()) and not is_disabled(environ)
 
 
 def listener_settings(environ: Mapping[str, str]) -> dict[str, str]:
@@ -151,7 +154,4 @@ def checked_url(value: str) -> str:
     Raises:
         JobError: It is not.
     """
-    parsed = urllib.parse.urlsplit(value.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise JobError(f"OPENLINEAGE_URL must be an http:// or https:// address, not {value!r}")
-    return value.strip().rstrip("/")
+    return s3a.checked_http_url("OPENLINEAGE_URL", value)

@@ -92,13 +92,22 @@ def endpoint_url(environ: Mapping[str, str]) -> str | None:
     """
     for variable in ENDPOINT_VARIABLES:
         value = environ.get(variable, "").strip()
-        if not value:
-            continue
-        parsed = urllib.parse.urlsplit(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise JobError(f"{variable} must be an http:// or https:// address, not {value!r}")
-        return value.rstrip("/")
+        if value:
+            return checked_http_url(variable, value)
     return None
+
+
+def checked_http_url(variable: str, value: str) -> str:
+    """The address ``variable`` holds, without a trailing ``/``, checked to be http(s).
+
+    Raises:
+        JobError: It is not an http:// or https:// address with a host.
+    """
+    value = value.strip()
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise JobError(f"{variable} must be an http:// or https:// address, not {value!r}")
+    return value.rstrip("/")
 
 
 def hadoop_settings(environ: Mapping[str, str]) -> dict[str, str]:

@@ -29,6 +29,7 @@ from prefect.runtime import deployment, flow_run
 
 from spark_etl import lineage as job_lineage
 from spark_etl.args import JobArgs
+from spark_etl.errors import JobError
 from spark_etl.summary import RunSummary
 from tasks.ops.lineage_events import (
     FlowRunName,
@@ -77,13 +78,12 @@ def read_settings(
         LineageConfigError: The URL is not http(s), the YAML is unusable or holds an API key.
         ValueError: No Secret block of that name exists.
     """
-    disabled = environ.get("OPENLINEAGE_DISABLED", "").strip().lower() in ("true", "1", "yes")
-    transport = {} if disabled else _transport(environ)
+    transport = {} if job_lineage.is_disabled(environ) else _transport(environ)
     if not transport.get("url"):
         return None
     try:
         url = job_lineage.checked_url(str(transport["url"]))
-    except ValueError as err:
+    except JobError as err:
         raise LineageConfigError(str(err)) from err
     api_key = _secret(api_key_block) if api_key_block else ""
     return LineageSettings(

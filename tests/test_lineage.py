@@ -67,6 +67,11 @@ def test_an_openlineage_yml_turns_lineage_on_but_may_not_hold_the_api_key(
         read_settings({"OPENLINEAGE_CONFIG": str(config)})
 
 
+def test_a_malformed_openlineage_url_stops_the_flow_with_a_lineage_config_error() -> None:
+    with pytest.raises(LineageConfigError, match="OPENLINEAGE_URL must be an http:// or https://"):
+        read_settings({"OPENLINEAGE_URL": "ftp://host"})
+
+
 def test_the_spark_listener_runs_under_the_flow_run_and_spark_redacts_the_api_key() -> None:
     environ = {
         "OPENLINEAGE_URL": "http://127.0.0.1:5000/",
