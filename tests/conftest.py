@@ -32,7 +32,12 @@ from pyspark.sql import SparkSession  # noqa: E402
 from bench.s3_api import S3Api  # noqa: E402
 from spark_etl import s3a  # noqa: E402
 from spark_etl.errors import JobError  # noqa: E402
-from spark_etl.session import CLASS_PATH, LOCAL_JVM_SETTINGS, joined_class_path  # noqa: E402
+from spark_etl.session import (  # noqa: E402
+    CLASS_PATH,
+    LOCAL_JVM_SETTINGS,
+    OWN_JVM_LISTING_SETTINGS,
+    joined_class_path,
+)
 from tests.lakes import DAYS, catalogue, day_events, job_args, write_lake  # noqa: E402
 
 # The modules whose tests use the Spark session. The lanes run on two xdist workers
@@ -90,6 +95,7 @@ def spark() -> Iterator[SparkSession]:
         # As `python -m spark_etl` runs locally: without the project's local file system,
         # Hadoop starts a `chmod` process for every file and folder written.
         .config(map=LOCAL_JVM_SETTINGS)
+        .config(map=OWN_JVM_LISTING_SETTINGS)
         # And S3A, for the tests on an S3 API (bench/s3_api.py), when it is fetched.
         .config(map=joined_class_path(LOCAL_JVM_SETTINGS, _s3a_class_path()))
         .getOrCreate()
