@@ -106,7 +106,11 @@ def stage_whole(
     """
     uri = staging_uri(args.output_uri, args.run_id, folder)
     if partition_by:
-        frame = frame.repartition(*[F.col(c) for c in partition_by])
+        # Writing thousands of small partition folders (songs) is bound by creating folders
+        # and files, not by bytes: a writer per core, where adaptive execution would
+        # coalesce the few MB into one task (a fixed count is never coalesced).
+        writers = spark.sparkContext.defaultParallelism
+        frame = frame.repartition(writers, *[F.col(c) for c in partition_by])
     elif files:
         frame = frame.coalesce(files)
     _writer(frame).partitionBy(*partition_by).parquet(uri)
