@@ -150,7 +150,10 @@ def build_song_lookup(songs: DataFrame) -> DataFrame:
 
 
 def build_songplays(
-    events: DataFrame, song_lookup: DataFrame, keep: tuple[str, ...] = ()
+    events: DataFrame,
+    song_lookup: DataFrame,
+    keep: tuple[str, ...] = (),
+    deduplicate: bool = True,
 ) -> DataFrame:
     """``songplays``: every NextSong event once, matched to the catalogue (rule 2).
 
@@ -162,8 +165,12 @@ def build_songplays(
         song_lookup: The output of :func:`build_song_lookup`.
         keep: Bookkeeping columns of ``events`` to carry after the table's columns
             (:data:`LOG_DAY`); of duplicate events, any copy's values are kept.
+        deduplicate: False only when the events are known to hold no play twice
+            (:func:`repeated_plays`): removing duplicates shuffles every play whole.
     """
-    plays = events.filter(F.col("page") == "NextSong").dropDuplicates(list(PLAY_IDENTITY))
+    plays = play_events(events)
+    if deduplicate:
+        plays = plays.dropDuplicates(list(PLAY_IDENTITY))
     lookup = F.broadcast(song_lookup)
     joined = plays.join(
         lookup,
@@ -197,6 +204,22 @@ def build_songplays(
     )
 
 
+def play_events(events: DataFrame) -> DataFrame:
+    """The NextSong events: the plays, as logged (a play logged twice is here twice)."""
+    return events.filter(F.col("page") == "NextSong")
+
+
+def repeated_plays(events: DataFrame) -> DataFrame:
+    """The identities (:data:`PLAY_IDENTITY`) of the plays logged more than once.
+
+    Only the identity columns are shuffled, a third of a play's bytes: far cheaper than
+    removing duplicates from whole plays in a lake that holds none.
+    """
+    identity = list(PLAY_IDENTITY)
+    counted = play_events(events).groupBy(*identity).agg(F.count(F.lit(1)).alias("copies"))
+    return counted.filter(F.col("copies") > 1).select(*identity)
+
+
 def event_month(ts: Column) -> Column:
     """``year * 100 + month`` of an event's start time (``ts``, ms): its songplays partition."""
     start = F.timestamp_millis(ts)
@@ -208,8 +231,7 @@ def songplay_keys(events: DataFrame) -> DataFrame:
 
     These are :func:`build_songplays`' keys, found without matching plays to the catalogue.
     """
-    plays = events.filter(F.col("page") == "NextSong")
-    return plays.select(songplay_id(*[F.col(c) for c in PLAY_IDENTITY]))
+    return play_events(events).select(songplay_id(*[F.col(c) for c in PLAY_IDENTITY]))
 
 
 def songplay_id(user_id: Column, session_id: Column, item_in_session: Column, ts: Column) -> Column:

@@ -293,6 +293,30 @@ def test_songplays_count_duplicate_events_once_and_keep_plays_without_user(
     assertDataFrameEqual(songplays_of(spark, events, songs), expected)
 
 
+def test_repeated_plays_name_each_play_logged_twice_once_and_nothing_else(
+    spark: SparkSession,
+) -> None:
+    twice = event(ts=ts_of("2018-11-05 10:00:00.000"), itemInSession=1)
+    anonymous_twice = event(userId=None, ts=ts_of("2018-11-05 11:00:00.000"), sessionId=2)
+    once = event(ts=ts_of("2018-11-05 12:00:00.000"), itemInSession=2)
+    home_twice = event(page="Home", ts=ts_of("2018-11-05 13:00:00.000"))
+    events = events_frame(
+        spark, twice, twice, twice, anonymous_twice, anonymous_twice, once, home_twice, home_twice
+    )
+    identity = T.StructType(
+        [
+            T.StructField("userId", T.StringType()),
+            T.StructField("sessionId", T.LongType()),
+            T.StructField("itemInSession", T.LongType()),
+            T.StructField("ts", T.LongType()),
+        ]
+    )
+    expected = spark.createDataFrame(
+        [("7", 1, 1, twice["ts"]), (None, 2, 0, anonymous_twice["ts"])], identity
+    )
+    assertDataFrameEqual(transform.repeated_plays(events), expected)
+
+
 # --- time (rules 1 and 5) ---------------------------------------------------------------
 
 
