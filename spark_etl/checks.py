@@ -11,11 +11,12 @@ from pyspark.sql import functions as F
 
 from spark_etl import transform
 from spark_etl.summary import CheckResult, RejectCount
-from spark_etl.tables import SONGPLAYS, SONGPLAYS_FOREIGN_KEYS, TABLES
+from spark_etl.tables import SONGPLAYS, SONGPLAYS_FOREIGN_KEYS, TABLES, TIME
 
 logger = logging.getLogger(__name__)
 
 _CLASHING = "_clashing"
+_KEY = "_key"
 
 
 def check_tables(
@@ -33,16 +34,28 @@ def check_tables(
     """
     counts: dict[str, int] = {}
     results: list[CheckResult] = []
+    plays = tables[SONGPLAYS.name]
+    # time holds as many rows as songplays: its key and the plays' start times are
+    # checked together, in one shuffle of one column (:func:`profile_with_references`).
+    time_profile, plays_without_time = profile_with_references(
+        tables[TIME.name], TIME.key[0], plays, "start_time"
+    )
     for name in TABLES:
-        counts[name], table_results = check_table(name, tables[name], had_events)
-        results += table_results
+        if name == TIME.name:
+            counts[name] = time_profile.rows
+            results += profile_results(name, time_profile, had_events)
+        else:
+            counts[name], table_results = check_table(name, tables[name], had_events)
+            results += table_results
     results += check_foreign_keys(
-        tables[SONGPLAYS.name],
+        plays,
         [
             (fact, dimension, tables[dimension], column)
             for fact, dimension, column in SONGPLAYS_FOREIGN_KEYS
+            if dimension != TIME.name
         ],
     )
+    results.append(foreign_key_result("start_time", TIME.name, plays_without_time))
     return counts, results
 
 
@@ -167,14 +180,53 @@ def check_foreign_keys(
     row = checked.agg(*dangling).first()
     assert row is not None
     return [
-        CheckResult(
-            f"foreign key {fact}",
-            SONGPLAYS.name,
-            int(row[index] or 0) == 0,
-            f"{int(row[index] or 0)} songplays whose {fact} is not in {dimension}",
-        )
+        foreign_key_result(fact, dimension, int(row[index] or 0))
         for index, (fact, dimension, _, _) in enumerate(foreign_keys)
     ]
+
+
+def foreign_key_result(fact: str, dimension: str, dangling: int) -> CheckResult:
+    """The result of one foreign key of songplays, from the plays whose key is missing."""
+    return CheckResult(
+        f"foreign key {fact}",
+        SONGPLAYS.name,
+        dangling == 0,
+        f"{dangling} songplays whose {fact} is not in {dimension}",
+    )
+
+
+def profile_with_references(
+    dimension: DataFrame, key: str, facts: DataFrame, reference: str
+) -> tuple[KeyProfile, int]:
+    """A one-column key's profile, and the facts whose reference the dimension lacks.
+
+    One job and one shuffle by the key: every dimension row and fact reference is counted
+    per key value, where a profile and a join would each shuffle the key again.
+
+    Returns:
+        The dimension's profile, and the facts whose non-null reference is not a key.
+    """
+    held = dimension.select(F.col(key).alias(_KEY), F.lit(1).alias("held"), F.lit(0).alias("refs"))
+    referenced = facts.select(
+        F.col(reference).alias(_KEY), F.lit(0).alias("held"), F.lit(1).alias("refs")
+    )
+    per_key = (
+        held.unionByName(referenced)
+        .groupBy(_KEY)
+        .agg(F.sum("held").alias("held"), F.sum("refs").alias("refs"))
+    )
+    known, missing = F.col(_KEY).isNotNull(), F.col("held") == 0
+    row = per_key.agg(
+        F.sum("held").alias("rows"),
+        F.sum(F.when(~known, F.col("held"))).alias("null_keys"),
+        F.count(F.when(known & ~missing, True)).alias("distinct_keys"),
+        F.sum(F.when(known & missing, F.col("refs"))).alias("dangling"),
+    ).first()
+    assert row is not None
+    profile = KeyProfile(
+        int(row["rows"] or 0), int(row["null_keys"] or 0), int(row["distinct_keys"])
+    )
+    return profile, int(row["dangling"] or 0)
 
 
 @dataclass

@@ -134,3 +134,28 @@ def test_a_dangling_foreign_key_fails_its_check_while_a_null_one_passes(
         ),
     )
     assert_checks(spark, rows, True, expected)
+
+
+def test_time_s_key_and_the_plays_start_times_are_checked_together(spark: SparkSession) -> None:
+    sound = sound_rows()
+    later = datetime(2018, 11, 30, 23, 45)
+    play = sound["songplays"][0]
+    plays_at = [(2, later, *play[2:]), (3, later, *play[2:]), (4, None, *play[2:])]
+    hour = (PLAYED_AT, 23, 30, 48, 11, 2018, 5)
+    rows = {
+        **sound,
+        "songplays": [*sound["songplays"], *plays_at],
+        "time": [hour, hour, (None, 0, 1, 1, 1, 2018, 1)],
+    }
+    expected = with_failures(
+        all_passed(rows),
+        CheckResult("key not null", "time", False, "1 null keys"),
+        CheckResult("key unique", "time", False, "1 duplicate keys"),
+        CheckResult(
+            "foreign key start_time",
+            "songplays",
+            False,
+            "2 songplays whose start_time is not in time",
+        ),
+    )
+    assert_checks(spark, rows, True, expected)
