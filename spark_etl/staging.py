@@ -113,7 +113,12 @@ def stage_whole(
         frame = frame.repartition(writers, *[F.col(c) for c in partition_by])
     elif files:
         frame = frame.coalesce(files)
-    _writer(frame).partitionBy(*partition_by).parquet(uri)
+    writer = _writer(frame)
+    if partition_by:
+        # Each of those files holds a row or two: setting up a compressor for every file
+        # cost more than the write (20k songs: 8.2-8.7 s with snappy, 4.5-4.9 s without).
+        writer = writer.option("compression", "none")
+    writer.partitionBy(*partition_by).parquet(uri)
     staged = spark.read.parquet(uri).select(*frame.columns) if read_back else frame
     count = staged.count() if rows is None else rows
     return StagedFolder(folder, staged, {WHOLE_SET: count}, None, by_day=False)
