@@ -35,7 +35,7 @@ def check_tables(
     counts: dict[str, int] = {}
     results: list[CheckResult] = []
     plays = tables[SONGPLAYS.name]
-    # time holds as many rows as songplays: its key and the plays' start times are
+    # time has about a row per play: its key and the plays' start times are
     # checked together, in one shuffle of one column (:func:`profile_with_references`).
     time_profile, plays_without_time = profile_with_references(
         tables[TIME.name], TIME.key[0], plays, "start_time"
