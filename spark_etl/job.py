@@ -152,6 +152,7 @@ def _run_stages(
     with _timed(summary, "recover and check the lake"):
         manifest = _recover_and_check(storage, args)
     summary.previous_tables = _previous_table_counts(storage, args.output_uri)
+    journaled = False
     try:
         with _timed(summary, "check inputs"):
             logs_uri = _check_inputs(spark, args)
@@ -168,12 +169,17 @@ def _run_stages(
         publication.summary_json = summary.to_json()
         failpoints.reach("staged")
         lease.ensure_held()  # a run that lost its lease while it built publishes nothing
+        journaled = True
         with _timed(summary, "publish"):
             publish(storage, args.output_uri, publication)
         events.frame.unpersist()
         catalogue.unpersist()
     finally:
-        remove_staging(storage, args.output_uri, args.run_id)
+        # Once the journal may exist, its unmoved files and uncommitted tables are in the
+        # staging: a publication that failed part way is the next run's to complete
+        # (a completed one removes its staging itself).
+        if not journaled:
+            remove_staging(storage, args.output_uri, args.run_id)
 
 
 def _recover_and_check(storage: Storage, args: JobArgs) -> Manifest | None:

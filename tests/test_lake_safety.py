@@ -22,6 +22,7 @@ from spark_etl.args import argv_problem
 from spark_etl.errors import DamagedLakeError, EmptyInputError, RejectThresholdExceededError
 from spark_etl.job import run_job
 from spark_etl.publication import FULL_RUN_REPAIR
+from spark_etl.storage import Storage
 from spark_etl.summary import RunSummary, last_success_uri, summary_uri
 from spark_etl.tables import TABLES
 from tests.lakes import (
@@ -289,3 +290,35 @@ def test_an_event_copied_into_two_day_files_counts_once_in_any_order(
     for name, table in read_tables(spark, daily).items():
         assertDataFrameEqual(table, read_tables(spark, full)[name])
     assert read_tables(spark, daily)["songplays"].count() == 6
+
+
+def test_a_publication_cut_short_by_an_error_is_completed_by_the_next_run(
+    spark: SparkSession,
+    lake: Path,
+    full_output: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error half way through the moves (a dropped connection to S3, say) keeps the
+    journal and the staged files still to move: the next run completes the swap before
+    its own work, and no row is lost."""
+    output = tmp_path / "star"
+    run_job(spark, job_args(lake, output, run_date=DAYS[0], run_id="first"))
+    move = Storage.move
+    moved: list[str] = []
+
+    def fails_half_way(self: Storage, source: str, target: str) -> None:
+        if len(moved) == 5:
+            raise OSError("the connection dropped")
+        moved.append(source)
+        move(self, source, target)
+
+    monkeypatch.setattr(Storage, "move", fails_half_way)
+    with pytest.raises(OSError):
+        run_job(spark, job_args(lake, output, run_id="cut-short"))
+    monkeypatch.undo()
+
+    run_job(spark, job_args(lake, output, run_date=DAYS[1], run_id="next"))
+
+    for name, table in read_tables(spark, output).items():
+        assertDataFrameEqual(table, read_tables(spark, full_output)[name])
