@@ -24,7 +24,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 FAST_LANE := not integration and not faults
 
-jars: setup ## Fetch (once) the pinned, checksummed jars (S3A, OpenLineage) into ~/.cache/sparkify-lake/jars
+jars: setup ## Fetch (once) the pinned, checksummed jars (S3A, OpenLineage, Iceberg) into ~/.cache/sparkify-lake/jars
 	$(PY) -m spark_etl.jars
 
 s3a-jars: jars

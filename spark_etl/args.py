@@ -29,6 +29,13 @@ MAX_REJECT_RATIO_FLAG = "--max-reject-ratio"
 RUN_ID_FLAG = "--run-id"
 FLOW_RUN_FLAG = "--flow-run-id"
 TAKE_OVER_FLAG = "--take-over-from"
+TABLE_FORMAT_FLAG = "--table-format"
+
+# How the five tables are stored: folders of parquet files that the job publishes itself
+# (the default), or Apache Iceberg tables, each changed by one atomic commit per run.
+PARQUET = "parquet"
+ICEBERG = "iceberg"
+TABLE_FORMATS = (PARQUET, ICEBERG)
 
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 # A comma would split spark-submit's --py-files and Spark's path lists; a control
@@ -55,6 +62,7 @@ class JobArgs:
         flow_run_id: The Prefect flow run that starts the job, named in its lease.
         take_over_from: A run whose flow run Prefect reports ended: the job takes over
             that run's lease at once instead of waiting for it to expire.
+        table_format: :data:`PARQUET` or :data:`ICEBERG`.
     """
 
     songs_uri: str
@@ -65,6 +73,7 @@ class JobArgs:
     run_id: str = field(default_factory=new_run_id)
     flow_run_id: str = ""
     take_over_from: str = ""
+    table_format: str = PARQUET
 
     def to_argv(self) -> list[str]:
         """The command line that :func:`parse_args` turns back into these arguments."""
@@ -74,6 +83,8 @@ class JobArgs:
         argv += [MAX_REJECT_RATIO_FLAG, repr(self.max_reject_ratio), RUN_ID_FLAG, self.run_id]
         optional = ((FLOW_RUN_FLAG, self.flow_run_id), (TAKE_OVER_FLAG, self.take_over_from))
         argv += [part for flag, value in optional if value for part in (flag, value)]
+        if self.table_format != PARQUET:  # the default stays off the command line
+            argv += [TABLE_FORMAT_FLAG, self.table_format]
         return argv
 
     def with_locations(self, songs_uri: str, logs_uri: str, output_uri: str) -> JobArgs:
@@ -126,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_ID",
         help="take over the lease of this run at once: its flow run ended (the flow checks)",
     )
+    parser.add_argument(
+        TABLE_FORMAT_FLAG,
+        choices=TABLE_FORMATS,
+        default=PARQUET,
+        help="how the tables are stored: folders of parquet files, or Apache Iceberg tables "
+        f"(metadata under <output>/<table>/metadata/) (default {PARQUET})",
+    )
     return parser
 
 
@@ -145,6 +163,7 @@ def parse_args(argv: Sequence[str] | None = None) -> JobArgs:
         run_id=namespace.run_id or new_run_id(),
         flow_run_id=namespace.flow_run_id or "",
         take_over_from=namespace.take_over_from or "",
+        table_format=namespace.table_format,
     )
 
 

@@ -27,6 +27,14 @@ class DamagedLakeError(JobError):
     """The output is not what the last successful run left: a run refuses to build on it."""
 
 
+class TableFormatError(JobError):
+    """The output's tables are in another format than the run was asked to write."""
+
+
+class CommitConflictError(JobError):
+    """Another writer committed to an Iceberg table while the run wrote it."""
+
+
 class EmptyInputError(JobError):
     """An input file holds no record (a daily run's day file, say)."""
 

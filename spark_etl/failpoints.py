@@ -6,7 +6,8 @@ test kills its process tree with SIGKILL and checks what a reader and the next r
 Without the variables (every real run) a point costs one dictionary lookup.
 
 Points: ``staged`` (everything built and checked, nothing published), ``moving`` (half
-of the new files moved in), ``retiring`` (every new file in, half of the old ones out).
+of the new files moved in), ``retiring`` (every new file in, half of the old ones out),
+``committing`` (the Iceberg format: half of the table commits made).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ against the SHA-256 and size its lock file pins, and never committed.
 A lock file (``<name>.lock`` in a ``*_jars`` folder of this package) lists one jar a line:
 ``group:artifact:version  sha256  bytes``. ``make jars`` (``python -m spark_etl.jars``)
 fetches every lock's jars; a second run downloads nothing. The S3A connector
-(:mod:`spark_etl.s3a`) and the OpenLineage listener (:mod:`spark_etl.lineage`) use them.
+(:mod:`spark_etl.s3a`), the OpenLineage listener (:mod:`spark_etl.lineage`) and Iceberg's
+Spark runtime (:mod:`spark_etl.iceberg`) use them.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def _download(url: str, target: Path, jar: LockedJar) -> None:
 
 
 def every_lock() -> list[Path]:
-    """Every lock file the project pins, S3A's and the lineage listener's."""
+    """Every lock file the project pins: S3A's, the lineage listener's and Iceberg's."""
     return sorted(PACKAGE.glob("*_jars/*.lock"))
 
 

@@ -27,8 +27,8 @@ from pyspark import SparkContext, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_etl import failpoints, io, transform
-from spark_etl.args import JobArgs
+from spark_etl import failpoints, iceberg, io, transform
+from spark_etl.args import ICEBERG, JobArgs
 from spark_etl.catalogue import Catalogue, read_catalogue
 from spark_etl.checks import (
     check_foreign_keys,
@@ -42,6 +42,7 @@ from spark_etl.errors import (
     EmptyInputError,
     PostLoadCheckError,
     RejectThresholdExceededError,
+    TableFormatError,
     describe_error,
 )
 from spark_etl.lake import LOG_SOURCE, SONG_SOURCE, day_log_uri
@@ -52,6 +53,7 @@ from spark_etl.publication import (
     USER_STATE,
     WHOLE_SET,
     Manifest,
+    Publication,
     check_lake,
     complete_interrupted_publication,
     publish,
@@ -71,21 +73,22 @@ from spark_etl.summary import (
     last_success_uri,
     summary_uri,
 )
-from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TIME, USERS, TableSpec
+from spark_etl.tables import ARTISTS, SONGPLAYS, SONGS, TABLES, TIME, USERS, TableSpec
 
 # The Spark local property that names the job's stage on every Spark job it starts.
 STAGE_PROPERTY = "sparkify.stage"
 logger = logging.getLogger(__name__)
 
-# Everything a publication fills, as the lake check lists it.
+# Everything a publication fills, as the lake check lists it. With the Iceberg format the
+# tables are Iceberg's: the check lists the state kept beside them.
+STATE_FOLDERS = (USER_STATE, SONG_LOOKUP)
 PUBLISHED_FOLDERS = (
     SONGPLAYS.name,
     TIME.name,
     USERS.name,
     SONGS.name,
     ARTISTS.name,
-    USER_STATE,
-    SONG_LOOKUP,
+    *STATE_FOLDERS,
 )
 
 
@@ -142,6 +145,7 @@ def _new_summary(args: JobArgs) -> RunSummary:
         output_uri=args.output_uri,
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         max_reject_ratio=args.max_reject_ratio,
+        table_format=args.table_format,
     )
 
 
@@ -150,7 +154,7 @@ def _run_stages(
 ) -> None:
     """Recover, check, build into staging, check, publish; staging never outlives the run."""
     with _timed(summary, "recover and check the lake"):
-        manifest = _recover_and_check(storage, args)
+        manifest = _recover_and_check(spark, storage, args)
     summary.previous_tables = _previous_table_counts(storage, args.output_uri)
     journaled = False
     try:
@@ -163,15 +167,12 @@ def _run_stages(
             events = _parse_events(spark, logs_uri, args, summary)
         _enforce_reject_threshold(summary, args)
         staged = _stage_tables(spark, args, summary, catalogue, events, manifest)
-        publication = plan_publication(storage, args, manifest, staged.folders(), catalogue.state)
-        summary.tables = publication.manifest.table_rows()
-        summary.status = SUCCEEDED
-        publication.summary_json = summary.to_json()
+        publication = _plan(storage, args, manifest, staged, catalogue, summary)
         failpoints.reach("staged")
         lease.ensure_held()  # a run that lost its lease while it built publishes nothing
         journaled = True
         with _timed(summary, "publish"):
-            publish(storage, args.output_uri, publication)
+            _publish(spark, storage, args, publication, summary)
         events.frame.unpersist()
         catalogue.unpersist()
     finally:
@@ -182,21 +183,66 @@ def _run_stages(
             remove_staging(storage, args.output_uri, args.run_id)
 
 
-def _recover_and_check(storage: Storage, args: JobArgs) -> Manifest | None:
+def _recover_and_check(spark: SparkSession, storage: Storage, args: JobArgs) -> Manifest | None:
     """Finish a publication a dead run left, clear dead staging, and (daily) check the lake.
 
-    A full run rebuilds every folder, so it only needs the lake to be recoverable; a
-    daily run builds on the lake and refuses one that is not as its last run left it.
+    A full run rebuilds every folder, so it only needs the lake to be recoverable and in
+    the run's format; a daily run builds on the lake and refuses one that is not as its
+    last run left it.
     """
-    completed = complete_interrupted_publication(storage, args.output_uri)
+
+    def commit_tables(publication: Publication) -> None:  # a dead Iceberg run's commits
+        iceberg.committer(spark, args.output_uri)(publication)
+
+    completed = complete_interrupted_publication(storage, args.output_uri, commit_tables)
     if completed:
         logger.warning("completed the publication of run %s first", completed)
     remove_dead_staging(storage, args.output_uri, args.run_id)
-    manifest = read_manifest(storage, args.output_uri) if args.run_date else None
-    if args.run_date:
-        check_lake(storage, args.output_uri, manifest, PUBLISHED_FOLDERS)
-        _check_state_matches_tables(manifest, args.output_uri)
-    return manifest
+    last = _last_manifest(storage, args)
+    _check_table_format(last, args)
+    if not args.run_date:
+        return None
+    iceberg_format = args.table_format == ICEBERG
+    check_lake(
+        storage, args.output_uri, last, STATE_FOLDERS if iceberg_format else PUBLISHED_FOLDERS
+    )
+    _check_state_matches_tables(last, args.output_uri)
+    if iceberg_format and last is not None:
+        _check_iceberg_tables(spark, args.output_uri)
+    return last
+
+
+def _last_manifest(storage: Storage, args: JobArgs) -> Manifest | None:
+    """The last publication's manifest; for a full run, None when it is unreadable (the
+    run replaces it, so a damaged one must not stop the repair)."""
+    try:
+        return read_manifest(storage, args.output_uri)
+    except DamagedLakeError:
+        if args.run_date:
+            raise
+        return None
+
+
+def _check_table_format(manifest: Manifest | None, args: JobArgs) -> None:
+    """A run writes tables in the format the output already holds, or refuses."""
+    if manifest is None or manifest.table_format == args.table_format:
+        return
+    raise TableFormatError(
+        f"{args.output_uri} holds {manifest.table_format} tables (its last run, "
+        f"{manifest.run_id}), and this run would write {args.table_format} tables over them: "
+        f"write them to an output of their own, or remove {args.output_uri} first"
+    )
+
+
+def _check_iceberg_tables(spark: SparkSession, output_uri: str) -> None:
+    """A daily run merges into the five Iceberg tables: each must still exist."""
+    catalog = iceberg.IcebergCatalog.for_output(output_uri)
+    snapshots = iceberg.table_snapshots(spark, catalog)
+    missing = [table for table, snapshot in snapshots.items() if snapshot is None]
+    if missing:
+        raise DamagedLakeError(
+            f"{output_uri}: the Iceberg tables {', '.join(missing)} are missing. {FULL_RUN_REPAIR}"
+        )
 
 
 def _check_state_matches_tables(manifest: Manifest | None, output_uri: str) -> None:
@@ -276,6 +322,60 @@ def _parse_events(
     )
     months = sorted((m // 100, m % 100) for m in counted.groups)
     return ParsedEvents(parsed, months, counted.span)
+
+
+def _plan(
+    storage: Storage,
+    args: JobArgs,
+    manifest: Manifest | None,
+    staged: StagedRun,
+    catalogue: Catalogue,
+    summary: RunSummary,
+) -> Publication:
+    """The journal of the run's publication.
+
+    The parquet format moves every staged folder in, and the journal carries the run's
+    summary. The Iceberg format commits each staged table and moves only the state kept
+    beside them; its counts are known once the commits are made.
+    """
+    folders = staged.folders()
+    iceberg_format = args.table_format == ICEBERG
+    moved = (
+        [folder for folder in folders if folder.folder not in TABLES] if iceberg_format else folders
+    )
+    publication = plan_publication(storage, args, manifest, moved, catalogue.state)
+    publication.manifest.table_format = args.table_format
+    summary.status = SUCCEEDED
+    if iceberg_format:
+        publication.table_commits = iceberg.planned_commits(folders, daily=bool(args.run_date))
+    else:
+        summary.tables = publication.manifest.table_rows()
+        publication.summary_json = summary.to_json()
+    return publication
+
+
+def _publish(
+    spark: SparkSession,
+    storage: Storage,
+    args: JobArgs,
+    publication: Publication,
+    summary: RunSummary,
+) -> None:
+    """Carry out the journal; with Iceberg, record each table's snapshots and rows."""
+    if args.table_format != ICEBERG:
+        publish(storage, args.output_uri, publication)
+        return
+    catalog = iceberg.IcebergCatalog.for_output(args.output_uri)
+    before = iceberg.table_snapshots(spark, catalog)
+    publish(storage, args.output_uri, publication, iceberg.committer(spark, args.output_uri))
+    after = iceberg.table_snapshots(spark, catalog)
+    summary.snapshots = {t: {"before": before[t], "after": after[t]} for t in TABLES}
+    summary.tables = {
+        table: iceberg.snapshot_rows(spark, catalog.identifier(table), snapshot)
+        for table, snapshot in after.items()
+        if snapshot is not None
+    }
+    storage.write_text_atomically(last_success_uri(args.output_uri), summary.to_json())
 
 
 def _enforce_reject_threshold(summary: RunSummary, args: JobArgs) -> None:

@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spark = create_session(
             input_bytes=daily_input_bytes(args),
             uris=(args.songs_uri, args.logs_uri, args.output_uri),
+            table_format=args.table_format,
         )
         try:
             summary = run_job(spark, args)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from spark_etl import failpoints
+from spark_etl.args import PARQUET
 from spark_etl.errors import DamagedLakeError
 from spark_etl.lake import join_uri
 from spark_etl.storage import Storage, StoredFile
@@ -72,11 +73,16 @@ class FolderEntry:
 
 @dataclass
 class Manifest:
-    """What the last publication left: every published folder, and the catalogue it saw."""
+    """What the last publication left: every published folder, and the catalogue it saw.
+
+    With the Iceberg format the tables are Iceberg's to track: ``folders`` then holds
+    only the state kept beside them.
+    """
 
     run_id: str = ""
     folders: dict[str, FolderEntry] = field(default_factory=dict)
     catalogue: dict[str, Any] = field(default_factory=dict)
+    table_format: str = PARQUET
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
@@ -97,20 +103,30 @@ class Manifest:
         try:
             payload = json.loads(text)
             folders = {name: FolderEntry(**entry) for name, entry in payload["folders"].items()}
-            return cls(payload["run_id"], folders, payload.get("catalogue", {}))
+            return cls(
+                payload["run_id"],
+                folders,
+                payload.get("catalogue", {}),
+                payload.get("table_format", PARQUET),  # manifests before Iceberg: parquet
+            )
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise ValueError(f"not a sparkify-lake manifest: {err}") from err
 
 
 @dataclass
 class Publication:
-    """The journal: the moves and deletions that make a run's results the lake's."""
+    """The journal: the moves and deletions that make a run's results the lake's.
+
+    With the Iceberg format it also lists the table commits to make from the staged
+    folders, each ``[table, mode, by_day]`` (:mod:`spark_etl.iceberg`); they come first.
+    """
 
     run_id: str
     moves: list[tuple[str, str]] = field(default_factory=list)  # staged -> published
     retired: list[str] = field(default_factory=list)
     manifest: Manifest = field(default_factory=Manifest)
     summary_json: str = ""
+    table_commits: list[list[Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         payload = asdict(self)
@@ -121,7 +137,14 @@ class Publication:
         payload = json.loads(text)
         manifest = Manifest.from_json(json.dumps(payload["manifest"]))
         moves = [(source, target) for source, target in payload["moves"]]
-        return cls(payload["run_id"], moves, payload["retired"], manifest, payload["summary_json"])
+        return cls(
+            payload["run_id"],
+            moves,
+            payload["retired"],
+            manifest,
+            payload["summary_json"],
+            payload.get("table_commits", []),
+        )
 
 
 def staging_uri(output_uri: str, run_id: str, *parts: str) -> str:
@@ -146,18 +169,31 @@ def read_manifest(storage: Storage, output_uri: str) -> Manifest | None:
         ) from err
 
 
-def publish(storage: Storage, output_uri: str, publication: Publication) -> None:
+# Makes a journal's table commits (the Iceberg format): given the publication, it commits
+# each table from the run's staged folder. Every commit can be made again after a crash.
+TableCommitter = Callable[[Publication], None]
+
+
+def publish(
+    storage: Storage,
+    output_uri: str,
+    publication: Publication,
+    commit_tables: TableCommitter | None = None,
+) -> None:
     """Journal the publication, then carry it out (the next run finishes it after a crash)."""
     storage.write_text_atomically(join_uri(output_uri, JOURNAL_FILE), publication.to_json())
-    _carry_out(storage, output_uri, publication)
+    _carry_out(storage, output_uri, publication, commit_tables)
 
 
-def complete_interrupted_publication(storage: Storage, output_uri: str) -> str | None:
+def complete_interrupted_publication(
+    storage: Storage, output_uri: str, commit_tables: TableCommitter | None = None
+) -> str | None:
     """Finish a publication a dead run left half done; return its run id, or None.
 
     Raises:
         DamagedLakeError: The journal is unreadable (it is written atomically, so this
-            means someone else damaged it).
+            means someone else damaged it), or it lists table commits and no committer
+            was given.
     """
     uri = join_uri(output_uri, JOURNAL_FILE)
     text = storage.read_text(uri)
@@ -168,16 +204,30 @@ def complete_interrupted_publication(storage: Storage, output_uri: str) -> str |
     except (KeyError, TypeError, ValueError) as err:
         raise DamagedLakeError(f"the publication journal {uri} is unreadable: {err}") from err
     logger.warning("completing the publication of run %s, interrupted", publication.run_id)
-    _carry_out(storage, output_uri, publication)
+    _carry_out(storage, output_uri, publication, commit_tables)
     return publication.run_id
 
 
-def _carry_out(storage: Storage, output_uri: str, publication: Publication) -> None:
-    """New files in, retired files out, the manifest and summary, then the journal off.
+def _carry_out(
+    storage: Storage,
+    output_uri: str,
+    publication: Publication,
+    commit_tables: TableCommitter | None,
+) -> None:
+    """Table commits, new files in, retired files out, the manifest and summary, then the
+    journal off.
 
-    Every step can run again after a crash: a move whose source is gone was done, a
-    deletion of a missing file is a no-op.
+    Every step can run again after a crash: a commit replaces a table with the same rows
+    or merges rows it already holds, a move whose source is gone was done, a deletion of
+    a missing file is a no-op.
     """
+    if publication.table_commits:
+        if commit_tables is None:
+            raise DamagedLakeError(
+                f"{join_uri(output_uri, JOURNAL_FILE)} lists Iceberg commits of run "
+                f"{publication.run_id} that only a run of the job can make"
+            )
+        commit_tables(publication)
     for index, (source, target) in enumerate(publication.moves):
         if index == len(publication.moves) // 2:
             failpoints.reach("moving")

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
-from spark_etl import lineage, s3a
+from spark_etl import iceberg, lineage, s3a
+from spark_etl.args import ICEBERG, PARQUET
 from spark_etl.jvm_archive import LOCAL_FS_JAR, archive_options
 
 # Settings that make results right (UTC) or the run lean; nothing here is sized for one
@@ -77,6 +78,7 @@ def create_session(
     app_name: str = "sparkify-lake",
     input_bytes: int | None = None,
     uris: Sequence[str] = (),
+    table_format: str = PARQUET,
 ) -> SparkSession:
     """Start (or join) the session with :data:`JOB_SETTINGS` applied.
 
@@ -88,6 +90,8 @@ def create_session(
             run's local log file): a small run's JVM starts quickly (:func:`quick_jvm_settings`).
         uris: The run's inputs and output: one on ``s3://`` puts Hadoop's S3A connector
             in a JVM this process starts (:func:`s3a_jvm_settings`).
+        table_format: ``iceberg`` puts Iceberg's Spark runtime in a JVM this process
+            starts (:func:`iceberg_jvm_settings`).
 
     With ``OPENLINEAGE_URL`` set, a JVM this process starts runs OpenLineage's listener
     (:func:`lineage_jvm_settings`).
@@ -96,7 +100,7 @@ def create_session(
     if loopback:
         os.environ["SPARK_LOCAL_IP"] = LOOPBACK  # read by the JVM that getOrCreate starts
     local_fs, s3_fs = local_jvm_settings(), s3a_jvm_settings(uris)
-    listener = lineage_jvm_settings()
+    listener, tables = lineage_jvm_settings(), iceberg_jvm_settings(table_format)
     settings = {
         **JOB_SETTINGS,
         **(OWN_JVM_LISTING_SETTINGS if starts_own_jvm() else {}),
@@ -105,7 +109,7 @@ def create_session(
         **listener,
         **quick_jvm_settings(input_bytes),
         **loopback,
-        **joined_class_path(local_fs, s3_fs, listener),
+        **joined_class_path(local_fs, s3_fs, listener, tables),
     }
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
@@ -133,6 +137,21 @@ def s3a_jvm_settings(uris: Sequence[str]) -> dict[str, str]:
         "spark.driver.extraClassPath": os.pathsep.join(s3a.classpath()),
         **s3a.session_settings(os.environ),
     }
+
+
+def iceberg_jvm_settings(table_format: str) -> dict[str, str]:
+    """Iceberg's Spark runtime on the class path, for a JVM this process starts to write
+    Iceberg tables.
+
+    None under spark-submit: EMR and EMR Serverless bring their own Iceberg, and the EMR
+    rehearsal passes the EMR line's runtime with ``--jars``.
+
+    Raises:
+        JobError: No runtime is pinned for this pyspark's line, or it is not fetched.
+    """
+    if table_format != ICEBERG or not starts_own_jvm():
+        return {}
+    return {CLASS_PATH: os.pathsep.join(iceberg.classpath())}
 
 
 def lineage_jvm_settings() -> dict[str, str]:

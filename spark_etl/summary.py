@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from spark_etl.args import PARQUET
+
 RUNS_FOLDER = "_runs"
 LAST_SUCCESS = "_last_succeeded.json"  # a copy of the latest successful run's summary
 SUCCEEDED = "succeeded"
@@ -60,6 +62,10 @@ class RunSummary:
     error: str | None = None
     catalogue: str | None = None  # "rebuilt", or "unchanged" (songs and artists kept)
     requests: dict[str, int] = field(default_factory=dict)  # S3 requests, files written
+    table_format: str = PARQUET
+    # Iceberg: each table's snapshot id before and after the run ({"before", "after"}; None
+    # where the table did not exist), so a reader can pin one consistent set of tables.
+    snapshots: dict[str, dict[str, int | None]] = field(default_factory=dict)
 
     @property
     def reject_total(self) -> int:

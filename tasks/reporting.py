@@ -42,7 +42,8 @@ def publish_run_report(summary: RunSummary, cost: RunCost | None = None) -> str 
 
 
 def report_rows(summary: RunSummary, cost: RunCost | None = None) -> list[dict[str, object]]:
-    """One row per table, one per reject reason, then the cost: the artifact's table."""
+    """One row per table, one per reject reason, (Iceberg) one per table's snapshots, then
+    the cost: the artifact's table."""
     rows: list[dict[str, object]] = [
         {"kind": "table", "name": table, "rows": count, "change": _change(summary, table, count)}
         for table, count in summary.tables.items()
@@ -55,6 +56,16 @@ def report_rows(summary: RunSummary, cost: RunCost | None = None) -> list[dict[s
             "change": "",
         }
         for reject in summary.rejects
+    ]
+    # Iceberg: each table's snapshot before and after, to pin a consistent set of tables.
+    rows += [
+        {
+            "kind": "iceberg snapshot",
+            "name": table,
+            "rows": "",
+            "change": f"{ids['before'] or 'none'} -> {ids['after']}",
+        }
+        for table, ids in summary.snapshots.items()
     ]
     if cost is not None:
         rows.append({"kind": "cost", "name": cost.line(), "rows": "", "change": ""})

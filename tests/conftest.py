@@ -30,7 +30,7 @@ import pytest  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
 from bench.s3_api import S3Api  # noqa: E402
-from spark_etl import s3a  # noqa: E402
+from spark_etl import iceberg, s3a  # noqa: E402
 from spark_etl.errors import JobError  # noqa: E402
 from spark_etl.session import (  # noqa: E402
     CLASS_PATH,
@@ -51,6 +51,7 @@ SPARK_MODULES = frozenset(
         "test_checks",
         "test_crash_safety",
         "test_entry_points",
+        "test_iceberg",
         "test_job",
         "test_lake_safety",
         "test_on_s3",
@@ -96,8 +97,9 @@ def spark() -> Iterator[SparkSession]:
         # Hadoop starts a `chmod` process for every file and folder written.
         .config(map=LOCAL_JVM_SETTINGS)
         .config(map=OWN_JVM_LISTING_SETTINGS)
-        # And S3A, for the tests on an S3 API (bench/s3_api.py), when it is fetched.
-        .config(map=joined_class_path(LOCAL_JVM_SETTINGS, _s3a_class_path()))
+        # And S3A, for the tests on an S3 API (bench/s3_api.py), and Iceberg's runtime,
+        # for the tests of the Iceberg format, when they are fetched.
+        .config(map=joined_class_path(LOCAL_JVM_SETTINGS, _s3a_class_path(), _iceberg_class_path()))
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
@@ -110,6 +112,13 @@ def _s3a_class_path() -> dict[str, str]:
         return {CLASS_PATH: os.pathsep.join(s3a.classpath())}
     except JobError:
         return {}  # the tests on S3 say so (s3_api); every other test runs without it
+
+
+def _iceberg_class_path() -> dict[str, str]:
+    try:
+        return {CLASS_PATH: os.pathsep.join(iceberg.classpath())}
+    except JobError:
+        return {}  # the Iceberg tests fail, naming `make jars`; every other test runs
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ SHIPPED_MODULES = [
     "spark_etl/checks.py",
     "spark_etl/errors.py",
     "spark_etl/failpoints.py",
+    "spark_etl/iceberg.py",
     "spark_etl/io.py",
     "spark_etl/jars.py",
     "spark_etl/job.py",

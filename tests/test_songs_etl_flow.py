@@ -80,3 +80,39 @@ def test_a_missing_input_fails_the_flow_before_spark_starts(tmp_path: Path) -> N
     with pytest.raises(FileNotFoundError, match=r"song_data folder .*nowhere does not exist"):
         state.result()
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("runner", ["emr", "emr-serverless"])
+def test_the_iceberg_format_on_emr_is_refused_before_anything_is_paid_for(
+    tmp_path: Path, runner: str
+) -> None:
+    state = songs_etl(
+        runner=runner,
+        songs_uri="s3://raw/song_data",
+        logs_uri="s3://raw/log_data",
+        output_uri="s3://lake/star",
+        table_format="iceberg",
+        return_state=True,
+    )
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="local runner only for now"):
+        state.result()
+
+
+@pytest.mark.integration  # the job as its own process
+def test_a_local_run_writes_iceberg_tables_when_asked(tmp_path: Path, lake: Path) -> None:
+    state = songs_etl(
+        runner="local",
+        songs_uri=str(lake / "song_data"),
+        logs_uri=str(lake / "log_data"),
+        output_uri=str(tmp_path / "out"),
+        table_format="iceberg",
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary.table_format == "iceberg"
+    assert summary.tables == {"songplays": 12, "users": 2, "songs": 2, "artists": 2, "time": 12}
+    for table, ids in summary.snapshots.items():
+        assert ids["before"] is None and ids["after"], table
+        assert (tmp_path / "out" / table / "metadata" / "version-hint.text").is_file()

@@ -93,7 +93,11 @@ def test_deploy_schedule_and_run_through_a_worker(server: dict[str, str], tmp_pa
         assert (
             daily.global_concurrency_limit is not None and daily.global_concurrency_limit.limit == 1
         )
-        assert local.parameters == {"runner": "local"}
+        assert local.parameters == {"runner": "local", "table_format": "parquet"}
+        # The production deployments say which format they write.
+        assert (
+            daily.parameters["table_format"] == serverless.parameters["table_format"] == "parquet"
+        )
         # The scheduler must have created upcoming runs (a broken scheduler is silent).
         for deployment in (daily, sweeper):
             upcoming = wait_for_scheduled_runs(api, deployment.id)

@@ -1,0 +1,297 @@
+"""The Apache Iceberg table format (``--table-format iceberg``): the catalog and the commits.
+
+A run builds and checks its tables in staging exactly as for parquet; publishing then
+makes one Iceberg commit per table that changes, each an atomic swap of the table's
+metadata: a reader sees the table before the commit or after it, never a mix.
+- A table the run rebuilds (a full run's five tables; a daily run's users, and songs and
+  artists when the catalogue changed) is replaced whole (``REPLACE TABLE ... AS SELECT``).
+  Its earlier snapshots stay, for time travel, until maintenance expires them.
+- A daily run's songplays and time are merged in (``MERGE INTO ... WHEN NOT MATCHED THEN
+  INSERT``): a row whose key the table holds is left alone, so a re-run of a day changes
+  no row and days in any order give the full run's rows (contract rule 7).
+
+The catalog is Iceberg's Hadoop catalog: the table of ``<output>/<table>`` keeps its
+metadata in ``<output>/<table>/metadata/`` with a ``version-hint.text``, so DuckDB's
+iceberg extension and pyiceberg's ``StaticTable`` read it with no catalog server. Its
+commit is a rename that refuses to replace an existing metadata version: atomic on a
+local or HDFS file system, not on S3, where the output's lease is what keeps writers
+apart.
+
+The Spark runtime is a pinned, checksummed jar (``spark_etl/iceberg_jars``, ``make jars``)
+that a JVM the job starts itself puts on its class path. Apache Iceberg ships a runtime
+per Spark line, and none yet for Spark 4.2 or 4.3: that is why the project's pyspark is 4.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_etl import failpoints, jars
+from spark_etl.errors import CommitConflictError, JobError
+from spark_etl.publication import Publication, TableCommitter, staging_uri
+from spark_etl.tables import TABLES, TableSpec
+from spark_etl.transform import LOG_DAY
+
+logger = logging.getLogger(__name__)
+
+LOCKS = Path(__file__).resolve().parent / "iceberg_jars"
+SPARK_CATALOG_CLASS = "org.apache.iceberg.spark.SparkCatalog"
+FORMAT_VERSION = "2"
+# Set on every snapshot a replacement writes, so a table's history names the run.
+RUN_ID_PROPERTY = "sparkify.run-id"
+REPLACE = "replace"
+MERGE = "merge"
+# What Iceberg raises when another writer's commit conflicts with this run's.
+COMMIT_CONFLICTS = ("CommitFailedException", "ValidationException")
+
+
+def spark_line(version: str | None = None) -> str:
+    """The Spark line (``4.1``) of ``version``, or of this Python's pyspark."""
+    if version is None:
+        import pyspark
+
+        version = pyspark.__version__
+    major, minor = version.split(".")[:2]
+    return f"{major}.{minor}"
+
+
+def lock_for(line: str) -> Path:
+    """The lock file of Iceberg's Spark runtime for Spark ``line``.
+
+    Raises:
+        JobError: Apache Iceberg ships no runtime for this Spark line (none is pinned).
+    """
+    lock = LOCKS / f"iceberg-spark-{line}.lock"
+    if not lock.is_file():
+        pinned = ", ".join(sorted(path.stem.rsplit("-", 1)[-1] for path in LOCKS.glob("*.lock")))
+        raise JobError(
+            f"--table-format iceberg needs Apache Iceberg's runtime for Spark {line}, and "
+            f"none is pinned (pinned: Spark {pinned}); run the job on one of those lines"
+        )
+    return lock
+
+
+def classpath(line: str | None = None) -> list[str]:
+    """The fetched runtime jar for this pyspark's line (or ``line``).
+
+    Raises:
+        JobError: No runtime for the line, or it is not fetched (``make jars``).
+    """
+    lock = lock_for(line or spark_line())
+    return jars.cached_paths(lock, "--table-format iceberg (Apache Iceberg's Spark runtime)")
+
+
+@dataclass(frozen=True)
+class IcebergCatalog:
+    """The Hadoop catalog whose tables are ``<output>/<table>``.
+
+    The catalog's warehouse is the output's parent folder and its namespace the output's
+    own name, so each table's location is exactly ``<output>/<table>``. The Spark
+    catalog's name is derived from the output, so two outputs in one session never share
+    a catalog (Spark keeps a catalog, and its warehouse, for the session's life).
+    """
+
+    name: str
+    warehouse: str
+    namespace: str
+
+    @classmethod
+    def for_output(cls, output_uri: str) -> IcebergCatalog:
+        """The catalog of ``output_uri``.
+
+        Raises:
+            JobError: The output is a bucket or file system root: its tables need a
+                folder of their own.
+        """
+        trimmed = output_uri.rstrip("/")
+        parent, _, name = trimmed.rpartition("/")
+        if not name or parent in ("", "s3:/", "file:", "file://"):
+            raise JobError(
+                f"--table-format iceberg needs the output in a folder of its own, "
+                f"not {output_uri!r} (a bucket or file system root)"
+            )
+        digest = hashlib.sha256(trimmed.encode("utf-8")).hexdigest()[:12]
+        return cls(f"sparkify_{digest}", parent, name)
+
+    def settings(self) -> dict[str, str]:
+        """The Spark settings that define the catalog."""
+        prefix = f"spark.sql.catalog.{self.name}"
+        return {
+            prefix: SPARK_CATALOG_CLASS,
+            f"{prefix}.type": "hadoop",
+            f"{prefix}.warehouse": self.warehouse,
+            # A cached table would hide commits made since by another process (a run
+            # that died part way, a second writer): every read asks the metadata.
+            f"{prefix}.cache-enabled": "false",
+        }
+
+    def configure(self, spark: SparkSession) -> None:
+        """Define the catalog in a running session (Spark loads a catalog at first use)."""
+        for key, value in self.settings().items():
+            spark.conf.set(key, value)
+        _quiet_missing_version_hint(spark)
+
+    def identifier(self, table: str) -> str:
+        """The table's name in Spark SQL, quoted: an output's name may hold a ``-``."""
+        return f"`{self.name}`.`{self.namespace}`.`{table}`"
+
+
+def _quiet_missing_version_hint(spark: SparkSession) -> None:
+    """A table's first commit looks for a ``version-hint.text`` that cannot exist yet, and
+    Iceberg logs a warning with a stack trace for it: only errors of that class are kept."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    level = jvm.org.apache.logging.log4j.Level.ERROR
+    configurator = jvm.org.apache.logging.log4j.core.config.Configurator
+    configurator.setLevel("org.apache.iceberg.hadoop.HadoopTableOperations", level)
+
+
+def current_snapshot(spark: SparkSession, identifier: str) -> int | None:
+    """The id of the table's current snapshot, or None when the table does not exist."""
+    if not spark.catalog.tableExists(identifier):
+        return None
+    rows = spark.sql(f"SELECT snapshot_id FROM {identifier}.refs WHERE name = 'main'").collect()
+    return int(rows[0]["snapshot_id"]) if rows else None
+
+
+def table_snapshots(spark: SparkSession, catalog: IcebergCatalog) -> dict[str, int | None]:
+    """Each of the five tables' current snapshot id (None: the table does not exist)."""
+    catalog.configure(spark)
+    return {table: current_snapshot(spark, catalog.identifier(table)) for table in TABLES}
+
+
+def snapshot_rows(spark: SparkSession, identifier: str, snapshot_id: int) -> int:
+    """The rows of the table at a snapshot, from its summary: no data file is read."""
+    summary = spark.sql(
+        f"SELECT summary['total-records'] AS total FROM {identifier}.snapshots "
+        f"WHERE snapshot_id = {int(snapshot_id)}"
+    ).collect()
+    return int(summary[0]["total"])
+
+
+class StagedTable(Protocol):
+    """What a commit needs of a staged folder (:class:`spark_etl.staging.StagedFolder`)."""
+
+    folder: str
+    by_day: bool
+
+
+def planned_commits(staged: Iterable[StagedTable], daily: bool) -> list[list[Any]]:
+    """The journal's commits, ``[table, mode, by_day]``, for the staged table folders.
+
+    A daily run merges its day's event tables in and replaces any other table it built;
+    a full run replaces every table.
+    """
+    return [
+        [folder.folder, MERGE if daily and folder.by_day else REPLACE, folder.by_day]
+        for folder in staged
+        if folder.folder in TABLES
+    ]
+
+
+def committer(spark: SparkSession, output_uri: str) -> TableCommitter:
+    """What makes a journal's commits: each table from the run's staged folder, in turn.
+
+    A commit made before a crash is made again when the next run completes the journal:
+    a replacement with the same rows, a merge that finds every row already there.
+    """
+    catalog = IcebergCatalog.for_output(output_uri)
+
+    def commit(publication: Publication) -> None:
+        catalog.configure(spark)
+        commits = publication.table_commits
+        for index, (table, mode, by_day) in enumerate(commits):
+            if index == len(commits) // 2:
+                failpoints.reach("committing")
+            spec = TABLES[table]
+            staged = staging_uri(output_uri, publication.run_id, table)
+            rows = read_staged(spark, spec, staged, by_day)
+            write = merge_into_table if mode == MERGE else replace_table
+            write(spark, rows, spec, catalog.identifier(table), publication.run_id)
+            logger.info("committed %s (%s) to the Iceberg table", table, mode)
+
+    return commit
+
+
+def read_staged(spark: SparkSession, spec: TableSpec, uri: str, by_day: bool) -> DataFrame:
+    """A staged folder's rows in the table's columns (a by-day folder's ``log_day`` dropped)."""
+    schema = spec.schema
+    if by_day:
+        schema = T.StructType([*schema.fields, T.StructField(LOG_DAY, T.StringType())])
+    return spark.read.schema(schema).parquet(uri).select(*spec.column_names)
+
+
+def replace_table(
+    spark: SparkSession, rows: DataFrame, spec: TableSpec, identifier: str, run_id: str
+) -> None:
+    """Replace the table with ``rows`` in one commit (created on the first run).
+
+    Raises:
+        JobError: Another writer committed to the table meanwhile.
+    """
+    writer = (
+        rows.writeTo(identifier)
+        .using("iceberg")
+        .tableProperty("format-version", FORMAT_VERSION)
+        .option(f"snapshot-property.{RUN_ID_PROPERTY}", run_id)
+    )
+    if spec.partition_by:
+        writer = writer.partitionedBy(*[F.col(column) for column in spec.partition_by])
+    with _conflicts_named(spec.name):
+        writer.createOrReplace()
+
+
+def merge_into_table(
+    spark: SparkSession, rows: DataFrame, spec: TableSpec, identifier: str, run_id: str
+) -> None:
+    """Add the rows whose key the table does not hold, in one commit.
+
+    The partition columns join the key in the match: an event's key fixes its start
+    time and so its partition, and Spark then reads only the partitions the day touches.
+
+    Raises:
+        JobError: Another writer committed rows the merge conflicts with meanwhile.
+    """
+    if not spark.catalog.tableExists(identifier):
+        replace_table(spark, rows, spec, identifier, run_id)
+        return
+    view = f"sparkify_day_{re.sub(r'[^A-Za-z0-9]', '_', run_id)}_{spec.name}"
+    rows.createOrReplaceTempView(view)
+    matched = " AND ".join(f"t.`{c}` = s.`{c}`" for c in (*spec.key, *spec.partition_by))
+    try:
+        with _conflicts_named(spec.name):
+            spark.sql(
+                f"MERGE INTO {identifier} t USING {view} s ON {matched} "
+                "WHEN NOT MATCHED THEN INSERT *"
+            )
+    finally:
+        spark.catalog.dropTempView(view)
+
+
+@contextmanager
+def _conflicts_named(table: str) -> Iterator[None]:
+    """Turn Iceberg's refusal of a conflicting commit into a JobError naming the table."""
+    try:
+        yield
+    except Exception as err:
+        text = str(err)
+        conflict = next((name for name in COMMIT_CONFLICTS if name in text), None)
+        if conflict is None:
+            raise
+        first_line = next((line for line in text.splitlines() if conflict in line), conflict)
+        raise CommitConflictError(
+            f"{table}: another writer committed to the Iceberg table while this run wrote "
+            "it, so Iceberg refused this run's commit and the table keeps the other writer's "
+            f"rows; run again once one writer is left ({first_line.strip()[:300]})"
+        ) from err
