@@ -9,6 +9,7 @@ The tables are fingerprinted the way a reader sees them before and after each da
 run: re-merging a merged day must change nothing.
 
     python bench/daily.py --sizes M L --repeats 2      # what `make bench-daily` runs
+    python bench/daily.py --sizes M --table-format iceberg   # the same, as Iceberg tables
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bench.measure import measure
 from bench.run import LAKES_DIR, RESULTS_DIR, SIZES, Size, ensure_lake
 from lake_query import connect
 from spark_etl import jvm_archive
-from spark_etl.args import JobArgs
+from spark_etl.args import ICEBERG, PARQUET, TABLE_FORMATS, JobArgs
 from spark_etl.lake import LOG_SOURCE, SONG_SOURCE
 from spark_etl.summary import summary_uri
 from spark_etl.tables import TABLES
@@ -38,10 +39,11 @@ from spark_etl.tables import TABLES
 MID_MONTH_OFFSET = 14  # the lake's 15th day
 
 
-def run_once(size: Size, repeat: int, env: dict[str, str]) -> dict:
+def run_once(size: Size, repeat: int, env: dict[str, str], table_format: str = PARQUET) -> dict:
     """Full run, daily run of a mid-month day, the same day again; each measured."""
     lake = ensure_lake(size)
-    output = LAKES_DIR / f"{size.name}-daily-out"
+    suffix = "" if table_format == PARQUET else f"-{table_format}"
+    output = LAKES_DIR / f"{size.name}-daily-out{suffix}"
     shutil.rmtree(output, ignore_errors=True)
     day = size.config().start_date + timedelta(days=MID_MONTH_OFFSET)
     runs = {}
@@ -49,7 +51,12 @@ def run_once(size: Size, repeat: int, env: dict[str, str]) -> dict:
     for name, run_date in (("full", None), ("daily", day), ("daily again", day)):
         run_id = f"bench-{name.replace(' ', '-')}-{repeat}"
         args = JobArgs(
-            str(lake / SONG_SOURCE), str(lake / LOG_SOURCE), str(output), run_date, run_id=run_id
+            str(lake / SONG_SOURCE),
+            str(lake / LOG_SOURCE),
+            str(output),
+            run_date,
+            run_id=run_id,
+            table_format=table_format,
         )
         print(f"{size.name} #{repeat}: {name} run ...", flush=True)
         measured = measure([sys.executable, "-m", "spark_etl", *args.to_argv()], env)
@@ -64,7 +71,7 @@ def run_once(size: Size, repeat: int, env: dict[str, str]) -> dict:
             "catalogue": summary["catalogue"],
             "requests": summary["requests"],
         }
-        fingerprints.append(reader_fingerprint(output))
+        fingerprints.append(reader_fingerprint(output, table_format))
     return {
         "runs": runs,
         "daily_over_full": round(runs["daily"]["wall_seconds"] / runs["full"]["wall_seconds"], 3),
@@ -72,9 +79,20 @@ def run_once(size: Size, repeat: int, env: dict[str, str]) -> dict:
     }
 
 
-def reader_fingerprint(output: Path) -> dict[str, list[int]]:
-    """Each table's rows and an order-free hash of them, as DuckDB reads the lake."""
-    connection = connect(output)
+def reader_fingerprint(output: Path, table_format: str = PARQUET) -> dict[str, list[int]]:
+    """Each table's rows and an order-free hash of them, as DuckDB reads the lake (Iceberg
+    tables through pyiceberg: DuckDB's iceberg extension needs the network to install)."""
+    if table_format == ICEBERG:
+        import duckdb
+        from pyiceberg.table import StaticTable
+
+        connection = duckdb.connect()
+        for name in TABLES:
+            connection.register(
+                name, StaticTable.from_metadata(str(output / name)).scan().to_arrow()
+            )
+    else:
+        connection = connect(output)
     fingerprint = {}
     for name, spec in TABLES.items():
         columns = ", ".join(spec.column_names)
@@ -93,10 +111,11 @@ def spread(values: list[float], digits: int = 1) -> str:
     return f"{middle:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
-def report(size: Size, repeats: list[dict]) -> str:
+def report(size: Size, repeats: list[dict], table_format: str = PARQUET) -> str:
     """A markdown table of one size: wall time with spread, memory, files and requests."""
     lines = [
-        f"{size.name} ({size.songs:,} songs, {size.events:,} events), {len(repeats)} repeats:",
+        f"{size.name} ({size.songs:,} songs, {size.events:,} events), {table_format} tables, "
+        f"{len(repeats)} repeats:",
         "",
         "| run | wall s | peak RSS MB | files written | MB written | PUT | COPY | LIST | DELETE |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -126,13 +145,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/daily.py", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["M", "L"])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--table-format", choices=TABLE_FORMATS, default=PARQUET)
     args = parser.parse_args(argv)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "TZ": "UTC"}
     results = {}
     for name in args.sizes:
-        repeats = [run_once(SIZES[name], index, env) for index in range(args.repeats)]
+        repeats = [
+            run_once(SIZES[name], index, env, args.table_format) for index in range(args.repeats)
+        ]
         results[name] = repeats
-        print(report(SIZES[name], repeats), flush=True)
+        print(report(SIZES[name], repeats, args.table_format), flush=True)
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS_DIR / f"daily-{stamp}.json").write_text(json.dumps(results, indent=2))

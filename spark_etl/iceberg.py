@@ -171,6 +171,25 @@ def table_snapshots(spark: SparkSession, catalog: IcebergCatalog) -> dict[str, i
     return {table: current_snapshot(spark, catalog.identifier(table)) for table in TABLES}
 
 
+def refuse_tables_changed_since(seen: dict[str, int | None], now: dict[str, int | None]) -> None:
+    """Refuse to commit when a table is no longer at the snapshot the run found it at.
+
+    The output's lease keeps job runs apart; this catches a writer that went past it
+    (a second job forced on, another engine). The window left is the time between this
+    check and the commits; inside a merge, Iceberg's own validation covers it.
+
+    Raises:
+        CommitConflictError: Naming each table that changed, and its two snapshots.
+    """
+    changed = [f"{t} ({seen[t]} -> {now[t]})" for t in seen if seen[t] != now.get(t)]
+    if changed:
+        raise CommitConflictError(
+            f"another writer committed to the Iceberg tables {', '.join(changed)} since this "
+            "run read them, so this run committed nothing and every table keeps the other "
+            "writer's rows; run again once one writer is left"
+        )
+
+
 def snapshot_rows(spark: SparkSession, identifier: str, snapshot_id: int) -> int:
     """The rows of the table at a snapshot, from its summary: no data file is read."""
     summary = spark.sql(

@@ -155,6 +155,7 @@ def _run_stages(
     """Recover, check, build into staging, check, publish; staging never outlives the run."""
     with _timed(summary, "recover and check the lake"):
         manifest = _recover_and_check(spark, storage, args)
+        tables_seen = _iceberg_snapshots(spark, args)
     summary.previous_tables = _previous_table_counts(storage, args.output_uri)
     journaled = False
     try:
@@ -172,7 +173,7 @@ def _run_stages(
         lease.ensure_held()  # a run that lost its lease while it built publishes nothing
         journaled = True
         with _timed(summary, "publish"):
-            _publish(spark, storage, args, publication, summary)
+            _publish(spark, storage, args, publication, summary, tables_seen)
         events.frame.unpersist()
         catalogue.unpersist()
     finally:
@@ -354,19 +355,33 @@ def _plan(
     return publication
 
 
+def _iceberg_snapshots(spark: SparkSession, args: JobArgs) -> dict[str, int | None] | None:
+    """The Iceberg tables' snapshots as the run found them; None for the parquet format."""
+    if args.table_format != ICEBERG:
+        return None
+    return iceberg.table_snapshots(spark, iceberg.IcebergCatalog.for_output(args.output_uri))
+
+
 def _publish(
     spark: SparkSession,
     storage: Storage,
     args: JobArgs,
     publication: Publication,
     summary: RunSummary,
+    tables_seen: dict[str, int | None] | None,
 ) -> None:
-    """Carry out the journal; with Iceberg, record each table's snapshots and rows."""
+    """Carry out the journal; with Iceberg, record each table's snapshots and rows.
+
+    Raises:
+        CommitConflictError: (Iceberg) a table changed since the run found it: another
+            writer went past the lease. Nothing is committed or journaled.
+    """
     if args.table_format != ICEBERG:
         publish(storage, args.output_uri, publication)
         return
     catalog = iceberg.IcebergCatalog.for_output(args.output_uri)
     before = iceberg.table_snapshots(spark, catalog)
+    iceberg.refuse_tables_changed_since(tables_seen or {}, before)
     publish(storage, args.output_uri, publication, iceberg.committer(spark, args.output_uri))
     after = iceberg.table_snapshots(spark, catalog)
     summary.snapshots = {t: {"before": before[t], "after": after[t]} for t in TABLES}

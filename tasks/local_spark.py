@@ -101,12 +101,28 @@ def run_spark_job_locally(
     Raises:
         LocalSparkJobError: The job exited non-zero, with its one-line reason.
     """
-    logger = get_run_logger()
     command = [sys.executable, "-m", "spark_etl", *job_args.to_argv()]
+    return_code, last_error = run_spark_child(command, "spark_etl: error:", job_environment)
+    summary_path = summary_uri(job_args.output_uri, job_args.run_id)
+    if return_code != 0:
+        reason = last_error or "no reason printed"
+        raise LocalSparkJobError(job_args.run_id, return_code, reason, summary_path)
+    return RunSummary.from_json(Path(summary_path).read_text())
+
+
+def run_spark_child(
+    command: list[str], error_prefix: str, environment: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run a local Spark command (the job, maintenance), streaming its output into the log.
+
+    Returns:
+        Its exit code, and its last line that starts with ``error_prefix`` (without it).
+    """
+    logger = get_run_logger()
     logger.info("Starting local Spark: %s", " ".join(command))
     env = {
         **os.environ,
-        **(job_environment or {}),
+        **(environment or {}),
         "PYSPARK_PYTHON": sys.executable,
         "TZ": os.environ.get("TZ", "UTC"),
     }
@@ -121,16 +137,11 @@ def run_spark_job_locally(
         assert process.stdout is not None
         for line in process.stdout:
             line = line.rstrip()
-            if line.startswith("spark_etl: error:"):
-                last_error = line
+            if line.startswith(error_prefix):
+                last_error = line.removeprefix(error_prefix).strip()
             if line and not line.startswith(_NOISY_PREFIXES) and "WARN " not in line[:40]:
                 logger.info("spark | %s", line)
-        return_code = process.wait()
-    summary_path = summary_uri(job_args.output_uri, job_args.run_id)
-    if return_code != 0:
-        reason = last_error.removeprefix("spark_etl: error: ") or "no reason printed"
-        raise LocalSparkJobError(job_args.run_id, return_code, reason, summary_path)
-    return RunSummary.from_json(Path(summary_path).read_text())
+        return process.wait(), last_error
 
 
 class LocalRunner:

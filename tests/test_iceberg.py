@@ -8,8 +8,11 @@ whole with the parquet format's tables of the same lake.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +22,10 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_etl import iceberg
 from spark_etl.args import ICEBERG, PARQUET
-from spark_etl.errors import JobError, TableFormatError
+from spark_etl.errors import CommitConflictError, JobError, OutputLockedError, TableFormatError
 from spark_etl.job import run_job
-from spark_etl.lease import refuse_if_held_locally
+from spark_etl.lease import OutputLease, lease_store_for, refuse_if_held_locally
+from spark_etl.maintenance import MaintenanceSettings, report_uri, run_maintenance
 from spark_etl.publication import JOURNAL_FILE, MANIFEST_FILE
 from spark_etl.summary import RunSummary
 from spark_etl.tables import TABLES
@@ -78,21 +82,31 @@ def test_a_full_iceberg_run_holds_the_parquet_tables(
     assert summary.table_format == ICEBERG
 
 
-def test_daily_iceberg_runs_in_any_order_give_the_full_run_and_a_rerun_changes_no_row(
-    spark: SparkSession, lake: Path, full_output: Path, tmp_path: Path
-) -> None:
-    output = tmp_path / "star"
+@pytest.fixture(scope="module")
+def built_day_by_day(spark: SparkSession, lake: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """An Iceberg output built by daily runs in shuffled order, then one day run again;
+    and the summary of that re-run. Maintenance works on it afterwards (it keeps every
+    row, so the order of the tests that use it does not matter)."""
+    output = tmp_path_factory.mktemp("day-by-day") / "star"
     days = random.Random(7).sample(DAYS, len(DAYS))
     for day in days:
         run_job(spark, iceberg_args(lake, output, run_date=day, run_id=f"day-{day}"))
-    assert_iceberg_tables_equal(spark, output, full_output)
+    return output, run_job(spark, iceberg_args(lake, output, run_date=days[1], run_id="again"))
 
-    again = run_job(spark, iceberg_args(lake, output, run_date=days[1], run_id="again"))
 
+def test_daily_iceberg_runs_in_any_order_give_the_full_run_and_a_rerun_changes_no_row(
+    spark: SparkSession, built_day_by_day: tuple[Path, RunSummary], full_output: Path
+) -> None:
+    output, again = built_day_by_day
     assert_iceberg_tables_equal(spark, output, full_output)
+    assert again.tables == {name: len(rows) for name, rows in _read_all(spark, output).items()}
     # The catalogue did not change: songs and artists got no commit.
     for name in ("songs", "artists"):
         assert again.snapshots[name]["before"] == again.snapshots[name]["after"]
+
+
+def _read_all(spark: SparkSession, output: Path) -> dict[str, list]:  # type: ignore[type-arg]
+    return {name: iceberg_table(spark, output, name).collect() for name in TABLES}
 
 
 class Reader(threading.Thread):
@@ -188,6 +202,38 @@ def test_a_publication_cut_short_is_completed_by_the_next_run(
     assert not (output / "_staging").exists()
 
 
+def test_a_second_writer_past_the_lease_makes_the_run_fail_naming_the_table_and_keeps_its_rows(
+    spark: SparkSession, lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer commits to songplays while a daily run builds: the run commits
+    nothing, says which table changed, and the other writer's row stays."""
+    output = tmp_path / "star"
+    run_job(spark, iceberg_args(lake, output, run_date=DAYS[0], run_id="first"))
+    catalog = iceberg.IcebergCatalog.for_output(str(output))
+    songplays = catalog.identifier("songplays")
+    planned_commits = iceberg.planned_commits
+
+    def another_writer_commits_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        spark.sql(
+            f"INSERT INTO {songplays} SELECT songplay_id + 1, start_time, user_id, level, "
+            f"song_id, artist_id, session_id, 'elsewhere', user_agent, year, month "
+            f"FROM {songplays} LIMIT 1"
+        )
+        return planned_commits(*args, **kwargs)
+
+    monkeypatch.setattr(iceberg, "planned_commits", another_writer_commits_first)
+    with pytest.raises(CommitConflictError, match=r"Iceberg tables songplays \(\d+ -> \d+\)"):
+        run_job(spark, iceberg_args(lake, output, run_date=DAYS[1], run_id="second"))
+    monkeypatch.undo()
+    outside = iceberg.table_snapshots(spark, catalog)
+
+    assert iceberg_table(spark, output, "songplays").where("location = 'elsewhere'").count() == 1
+    assert not (output / JOURNAL_FILE).exists()
+    run_job(spark, iceberg_args(lake, output, run_date=DAYS[1], run_id="again"))
+    assert iceberg_table(spark, output, "songplays").where("location = 'elsewhere'").count() == 1
+    assert iceberg.table_snapshots(spark, catalog)["songplays"] != outside["songplays"]
+
+
 @pytest.mark.parametrize(("first", "then"), [(PARQUET, ICEBERG), (ICEBERG, PARQUET)])
 def test_a_run_in_the_other_format_is_refused_before_it_touches_the_tables(
     spark: SparkSession, lake: Path, tmp_path: Path, first: str, then: str
@@ -252,3 +298,53 @@ def test_a_run_killed_between_two_commits_leaves_committed_tables_and_the_next_r
     reap(zombies, seconds=30)
     assert_iceberg_tables_equal(spark, output, full_output)
     assert_clean(output)
+
+
+def data_files(table_folder: Path) -> list[Path]:
+    return sorted(table_folder.glob("data/**/*.parquet"))
+
+
+def test_maintenance_compacts_expires_and_removes_orphans_and_keeps_every_row(
+    spark: SparkSession, built_day_by_day: tuple[Path, RunSummary]
+) -> None:
+    output, _ = built_day_by_day  # December's partition got a file from each of its days
+    rows_before = _read_all(spark, output)
+    stale = output / "songplays" / "data" / "left-by-a-killed-run.parquet"
+    fresh = output / "songplays" / "data" / "being-written.parquet"
+    for orphan in (stale, fresh):
+        shutil.copy(data_files(output / "songplays")[0], orphan)
+    two_days_ago = time.time() - 48 * 3600
+    os.utime(stale, (two_days_ago, two_days_ago))
+
+    settings = MaintenanceSettings(expire_after_hours=0, retain_last=1, orphans_after_hours=24)
+    report = run_maintenance(spark, str(output), settings, "upkeep")
+
+    for name in TABLES:
+        assertDataFrameEqual(iceberg_table(spark, output, name), rows_before[name])
+    done = {table.table: table for table in report.tables}
+    assert done["songplays"].data_files_rewritten >= 2
+    assert done["songplays"].data_files_written < done["songplays"].data_files_rewritten
+    assert done["songs"].data_files_rewritten == 0  # one file per partition: the floor
+    for name in TABLES:
+        assert len(StaticTable.from_metadata(str(output / name)).snapshots()) == 1, name
+        assert done[name].rows == iceberg_table(spark, output, name).count()
+    assert [Path(p.removeprefix("file:")) for p in done["songplays"].orphan_files_removed] == [
+        stale
+    ]
+    assert not stale.exists() and fresh.exists()
+    assert json.loads(Path(report_uri(str(output), "upkeep")).read_text())["run_id"] == "upkeep"
+
+
+def test_maintenance_waits_for_no_run_it_refuses_a_held_output(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    output = str(tmp_path / "star")
+    holder = OutputLease(lease_store_for(output), output, "a-daily-run")
+    holder.acquire()
+    try:
+        with pytest.raises(OutputLockedError, match="a-daily-run"):
+            run_maintenance(spark, output, MaintenanceSettings(), "upkeep")
+    finally:
+        holder.release()
+    with pytest.raises(JobError, match="holds no Iceberg table"):
+        run_maintenance(spark, output, MaintenanceSettings(), "upkeep")

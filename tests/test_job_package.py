@@ -27,6 +27,7 @@ SHIPPED_MODULES = [
     "spark_etl/lease_store.py",
     "spark_etl/lineage.py",
     "spark_etl/main.py",
+    "spark_etl/maintenance.py",
     "spark_etl/publication.py",
     "spark_etl/s3_lease.py",
     "spark_etl/s3a.py",

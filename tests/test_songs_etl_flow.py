@@ -15,6 +15,7 @@ from prefect.client.schemas.filters import (
 )
 from pyspark.sql import SparkSession
 
+from flows.lake_maintenance import lake_maintenance
 from flows.songs_etl import songs_etl
 from tests.lakes import assert_same_tables
 
@@ -99,8 +100,10 @@ def test_the_iceberg_format_on_emr_is_refused_before_anything_is_paid_for(
         state.result()
 
 
-@pytest.mark.integration  # the job as its own process
-def test_a_local_run_writes_iceberg_tables_when_asked(tmp_path: Path, lake: Path) -> None:
+@pytest.mark.integration  # the job and maintenance as their own processes
+def test_a_local_run_writes_iceberg_tables_when_asked_and_maintenance_keeps_them(
+    tmp_path: Path, lake: Path
+) -> None:
     state = songs_etl(
         runner="local",
         songs_uri=str(lake / "song_data"),
@@ -116,3 +119,19 @@ def test_a_local_run_writes_iceberg_tables_when_asked(tmp_path: Path, lake: Path
     for table, ids in summary.snapshots.items():
         assert ids["before"] is None and ids["after"], table
         assert (tmp_path / "out" / table / "metadata" / "version-hint.text").is_file()
+
+    maintained = lake_maintenance(
+        str(tmp_path / "out"), expire_after_hours=0, retain_last=1, return_state=True
+    )
+
+    assert maintained.is_completed(), maintained.message
+    report = maintained.result()
+    assert {t["table"]: t["rows"] for t in report["tables"]} == summary.tables
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["lake-maintenance"])),
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[maintained.state_details.flow_run_id])
+            ),
+        )
+    assert [row["table"] for row in json.loads(artifacts[0].data)] == list(summary.tables)

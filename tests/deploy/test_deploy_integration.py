@@ -67,7 +67,12 @@ def test_deploy_schedule_and_run_through_a_worker(server: dict[str, str], tmp_pa
             "songs-etl-daily-serverless",
             "songs-etl-local",
             "terminate-emr-clusters",
+            "lake-maintenance-weekly",
         }
+        maintenance = deployments["lake-maintenance-weekly"]
+        assert [(s.schedule.cron, s.active) for s in maintenance.schedules] == [
+            ("0 4 * * 0", False)
+        ]
         daily, serverless, local, sweeper = (
             deployments[n]
             for n in (

@@ -21,6 +21,7 @@ DECLARED: list[dict[str, Any]] = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").
 FLOW_NAMES = {
     "flows/songs_etl.py:songs_etl": "songs_etl",
     "flows/terminate_emr_clusters.py:terminate_emr_clusters": "terminate_emr_clusters",
+    "flows/lake_maintenance.py:lake_maintenance": "lake_maintenance",
 }
 
 
@@ -31,6 +32,7 @@ def test_every_deployment_of_prefect_yaml_is_read_with_its_anchors_resolved() ->
         "songs-etl-daily",
         "songs-etl-daily-serverless",
         "songs-etl-local",
+        "lake-maintenance-weekly",
         "terminate-emr-clusters",
     ]
     assert specs == DECLARED
