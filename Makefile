@@ -29,7 +29,7 @@ jars: setup ## Fetch (once) the pinned, checksummed jars (S3A, OpenLineage, Iceb
 
 s3a-jars: jars
 
-test: check-java jars ## The fast lane (about 5 min on 2 cores): Spark on tiny lakes, flows on the ephemeral API, moto in-process
+test: check-java jars ## The fast lane (about 4.5 min on 2 cores): Spark on tiny lakes, flows on the ephemeral API, moto in-process
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "$(FAST_LANE)" $(PYTEST_ARGS)
 
 test-integration: check-java emr-spark jars ## The long lane: real servers and processes, EMR rehearsals, the 60 fault runs

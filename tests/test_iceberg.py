@@ -202,6 +202,7 @@ def test_a_publication_cut_short_is_completed_by_the_next_run(
     assert not (output / "_staging").exists()
 
 
+@pytest.mark.integration  # several job runs
 def test_a_second_writer_past_the_lease_makes_the_run_fail_naming_the_table_and_keeps_its_rows(
     spark: SparkSession, lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -234,6 +235,7 @@ def test_a_second_writer_past_the_lease_makes_the_run_fail_naming_the_table_and_
     assert iceberg.table_snapshots(spark, catalog)["songplays"] != outside["songplays"]
 
 
+@pytest.mark.integration  # several job runs
 @pytest.mark.parametrize(("first", "then"), [(PARQUET, ICEBERG), (ICEBERG, PARQUET)])
 def test_a_run_in_the_other_format_is_refused_before_it_touches_the_tables(
     spark: SparkSession, lake: Path, tmp_path: Path, first: str, then: str
@@ -304,6 +306,7 @@ def data_files(table_folder: Path) -> list[Path]:
     return sorted(table_folder.glob("data/**/*.parquet"))
 
 
+@pytest.mark.integration  # several job runs
 def test_maintenance_compacts_expires_and_removes_orphans_and_keeps_every_row(
     spark: SparkSession, built_day_by_day: tuple[Path, RunSummary]
 ) -> None:

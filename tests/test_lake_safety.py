@@ -292,6 +292,7 @@ def test_an_event_copied_into_two_day_files_counts_once_in_any_order(
     assert read_tables(spark, daily)["songplays"].count() == 6
 
 
+@pytest.mark.integration  # several job runs
 def test_a_publication_cut_short_by_an_error_is_completed_by_the_next_run(
     spark: SparkSession,
     lake: Path,
