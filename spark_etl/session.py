@@ -143,8 +143,8 @@ def iceberg_jvm_settings(table_format: str) -> dict[str, str]:
     """Iceberg's Spark runtime on the class path, for a JVM this process starts to write
     Iceberg tables.
 
-    None under spark-submit: EMR and EMR Serverless bring their own Iceberg, and the EMR
-    rehearsal passes the EMR line's runtime with ``--jars``.
+    None under spark-submit: there the cluster's class path is the submitter's to set (EMR
+    and EMR Serverless bundle Iceberg; the format is not offered on them yet).
 
     Raises:
         JobError: No runtime is pinned for this pyspark's line, or it is not fetched.
