@@ -62,16 +62,25 @@ def _end_work_of_run(flow: Any, flow_run: Any, state: Any) -> None:
     runner.end_work_of_flow_run(block, str(flow_run.id))
 
 
-def refuse_unsupported_table_format(runner: RunnerName, table_format: str) -> None:
+def refuse_unsupported_table_format(
+    runner: RunnerName, table_format: str, glue_database: str | None
+) -> None:
     """Stop before anything is paid for when the runner cannot write ``table_format``.
 
-    On EMR and EMR Serverless the Iceberg tables belong in the Glue Data Catalog, through
-    the Iceberg those services bundle; that is not built yet.
+    On EMR the Iceberg tables are the Glue database's, through the Iceberg EMR bundles;
+    EMR Serverless does not write them yet.
     """
-    if table_format == ICEBERG and RunnerName(runner) != RunnerName.LOCAL:
+    if table_format != ICEBERG or RunnerName(runner) == RunnerName.LOCAL:
+        return
+    if RunnerName(runner) != RunnerName.EMR:
         raise ValueError(
-            f"table_format={ICEBERG!r} runs on the local runner only for now; on {runner} the "
-            f"tables need the Glue Data Catalog, which is not supported yet: use {PARQUET!r}"
+            f"table_format={ICEBERG!r} runs on the local and emr runners for now, not on "
+            f"{runner}: use {PARQUET!r} there"
+        )
+    if not glue_database:
+        raise ValueError(
+            f"table_format={ICEBERG!r} on {runner} keeps the tables in the Glue Data Catalog: "
+            "name its database in glue_database"
         )
 
 
@@ -115,13 +124,14 @@ def songs_etl(
         max_reject_ratio: Share of rejected input records above which the run fails.
         table_format: ``parquet`` (folders of parquet files the job publishes) or
             ``iceberg`` (Apache Iceberg tables, one atomic commit per table and run; on
-            the local runner for now).
+            EMR, tables of the Glue database ``glue_database``; not on EMR Serverless yet).
         aws_credentials_block: Name of the prefect-aws ``AwsCredentials`` block (EMR).
         cluster_config_block: Name of the ``EmrClusterConfig`` block (EMR).
         serverless_config_block: Name of the ``EmrServerlessConfig`` block (EMR Serverless).
         code_bucket_uri: s3:// folder that receives the job code (EMR).
         glue_database: Glue database in which the tables are registered after a run on
-            EMR, for Athena and Redshift Spectrum; None to skip.
+            EMR, for Athena and Redshift Spectrum; None to skip. In the Iceberg format on
+            EMR, the database whose Iceberg tables the job commits to (required).
         poll_seconds: Delay between two looks at the cluster, the step or the job run.
         max_wait_minutes: Longest wait for the cluster, then for the step (EMR); for the
             application, then for the job run (EMR Serverless), which is then cancelled.
@@ -134,7 +144,8 @@ def songs_etl(
     Returns:
         The job's run summary (row counts, rejects, checks).
     """
-    refuse_unsupported_table_format(runner, table_format)
+    refuse_unsupported_table_format(runner, table_format, glue_database)
+    iceberg_in_glue = table_format == ICEBERG and RunnerName(runner) != RunnerName.LOCAL
     job_args = JobArgs(
         songs_uri=songs_uri,
         logs_uri=logs_uri,
@@ -142,6 +153,7 @@ def songs_etl(
         run_date=resolve_run_date(run_date, process_previous_day),
         max_reject_ratio=max_reject_ratio,
         table_format=table_format,
+        glue_database=str(glue_database) if iceberg_in_glue else "",
     )
     # OpenLineage events for this run (START, then COMPLETE or FAIL) when lineage is on.
     with lineage_of_run(lineage_api_key_block, job_args, runner) as lineage:
@@ -170,7 +182,8 @@ def songs_etl(
             summary, cost = run_job(chosen, job_args)
             # The data is written: say so before anything can fail.
             publish_run_report(summary, cost)
-            if glue_database and chosen.writes_to_s3:
+            # Iceberg tables in Glue are the job's own: its commits keep them current.
+            if glue_database and chosen.writes_to_s3 and not iceberg_in_glue:
                 register_tables_in_glue(aws_credentials_block, glue_database, output_uri)
             lineage.completed(summary)
             return summary

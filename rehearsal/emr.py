@@ -14,6 +14,9 @@ a cluster would:
   process, serves the same buckets over HTTP on 127.0.0.1, and Hadoop's S3A connector
   stands in for EMRFS (``make jars``), as EMR puts EMRFS on a cluster's class path.
   The flow, the job and Glue see one S3, with no copy in between;
+- on a cluster created with EMR's Iceberg enabled (the Iceberg format), Iceberg's Spark
+  runtime and AWS bundle at the versions pinned for that Spark line stand in for the
+  Iceberg EMR bundles, and the job's Glue catalog is moto's Glue, on the same server;
 - its stdout and stderr are put where EMR puts a step's logs
   (``{LogUri}/{cluster_id}/steps/{step_id}/stdout.gz``, ``stderr.gz``), and the step
   becomes COMPLETED or FAILED from spark-submit's exit status.
@@ -21,6 +24,13 @@ a cluster would:
 The one difference from a cluster: ``--deploy-mode cluster`` runs as client mode, since
 a local master has no cluster to place the driver on. A cluster terminated while its
 step runs interrupts the step, as on EMR.
+
+What moto's Glue does not do: it ignores ``UpdateTable``'s ``VersionId``, the condition
+on which Glue makes an Iceberg commit (optimistic locking), so two commits racing to
+the same table would both pass here. The rehearsal's runs are one writer at a time, as
+the output's lease makes them; the job's own check (a table must still be at the
+snapshot the run found) and Iceberg's own (the table's metadata location must still be
+the one the commit started from, read just before ``UpdateTable``) do run against it.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -37,7 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spark_etl import s3a
+from spark_etl import iceberg, s3a
+from tasks.ops.emr import uses_iceberg
 from tasks.ops.names import PROJECT_ROOT
 
 # pyspark of the Spark line emr-spark-8.0.0 runs (Spark 4.0, Python 3.11); `make emr-spark`.
@@ -52,6 +64,8 @@ RAW_BUCKET, LAKE_BUCKET, CODE_BUCKET, LOG_BUCKET = (
     "rehearsal-logs",
 )
 CREDENTIALS_BLOCK, CLUSTER_BLOCK = "rehearsal-aws", "rehearsal-emr"
+ICEBERG_DATABASE = "sparkify_lake_iceberg"
+FORMATS = ("parquet", "iceberg")
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +89,26 @@ class EmrSpark:
         Raises:
             RehearsalError: No pyspark is installed in its virtualenv.
         """
+        return s3a.bundled_hadoop_version(self._pyspark_folder())
+
+    @property
+    def spark_line(self) -> str:
+        """The Spark line (``4.0``) of its pyspark, which picks Iceberg's runtime.
+
+        Raises:
+            RehearsalError: No pyspark is installed in its virtualenv.
+        """
+        version_file = (self._pyspark_folder() / "version.py").read_text(encoding="utf-8")
+        found = re.search(r"__version__[^=]*=\s*['\"]([0-9.]+)", version_file)
+        if not found:
+            raise RehearsalError(f"no version in {self._pyspark_folder()}/version.py")
+        return iceberg.spark_line(found.group(1))
+
+    def _pyspark_folder(self) -> Path:
         installed = sorted(self.venv.glob("lib/python*/site-packages/pyspark"))
         if not installed:
             raise RehearsalError(f"no pyspark in {self.venv}: run 'make emr-spark'")
-        return s3a.bundled_hadoop_version(installed[0])
+        return installed[0]
 
     @classmethod
     def installed(cls, venv: Path = EMR_SPARK_VENV) -> EmrSpark:
@@ -96,13 +126,20 @@ class EmrSpark:
         return spark
 
 
-def s3a_settings(spark: EmrSpark, s3_endpoint: str) -> list[str]:
-    """spark-submit options that give the step S3A for ``s3://``, on the server at ``s3_endpoint``.
+def s3a_settings(spark: EmrSpark, s3_endpoint: str, iceberg_enabled: bool = False) -> list[str]:
+    """spark-submit options that give the step S3A for ``s3://``, on the server at
+    ``s3_endpoint``, and, for a cluster with EMR's Iceberg enabled, Iceberg's runtime and
+    AWS bundle at the versions pinned for the EMR line's Spark.
 
     Raises:
-        JobError: The S3A jars of the EMR line's Hadoop are not fetched (``make jars``).
+        JobError: The jars of the EMR line are not fetched (``make jars``).
     """
     jars = s3a.classpath(spark.hadoop_version)
+    if iceberg_enabled:
+        # Iceberg's AWS bundle holds a newer AWS SDK than S3A's own modules, in the same
+        # packages, and needs its own classes: it comes first (S3A runs on it, as on EMR,
+        # where one SDK serves both).
+        jars = iceberg.classpath(spark.spark_line, glue=True) + jars
     settings = s3a.session_settings({"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_REGION": REGION})
     return [
         *("--driver-class-path", os.pathsep.join(jars)),
@@ -110,8 +147,11 @@ def s3a_settings(spark: EmrSpark, s3_endpoint: str) -> list[str]:
     ]
 
 
-def spark_submit_command(step_args: list[str], spark: EmrSpark, s3_endpoint: str) -> list[str]:
-    """The step's ``spark-submit`` line, run on a local master against the S3 at ``s3_endpoint``.
+def spark_submit_command(
+    step_args: list[str], spark: EmrSpark, s3_endpoint: str, iceberg_enabled: bool = False
+) -> list[str]:
+    """The step's ``spark-submit`` line, run on a local master against the S3 at
+    ``s3_endpoint`` (with Iceberg when the cluster enables it).
 
     Raises:
         RehearsalError: The step is not a ``command-runner.jar`` spark-submit.
@@ -125,7 +165,7 @@ def spark_submit_command(step_args: list[str], spark: EmrSpark, s3_endpoint: str
         str(spark.spark_submit),
         *("--master", "local[2]"),
         *("--conf", "spark.ui.enabled=false"),  # no web UI listening on this machine
-        *s3a_settings(spark, s3_endpoint),
+        *s3a_settings(spark, s3_endpoint, iceberg_enabled),
         *arguments,
     ]
 
@@ -213,7 +253,10 @@ class StepRunner:
 
         self.executed.append(step.id)
         step.state, step.start_date_time = "RUNNING", utcnow()
-        command = spark_submit_command(list(step.args), self._spark, self.s3_endpoint)
+        iceberg_enabled = uses_iceberg(cluster.configurations)
+        command = spark_submit_command(
+            list(step.args), self._spark, self.s3_endpoint, iceberg_enabled
+        )
         logger.info("step %s on %s: %s", step.id, cluster.id, " ".join(command))
         return_code, stdout, stderr = self._spark_submit(command, cluster)
         if cluster.log_uri:
@@ -240,8 +283,10 @@ class StepRunner:
             PYSPARK_PYTHON=str(self._spark.python),
             PYSPARK_DRIVER_PYTHON=str(self._spark.python),
             TZ="UTC",  # EMR's nodes run in UTC
-            # The job's boto3 (its lease on S3) finds moto's server as the SDK does.
+            # The job's boto3 (its lease on S3) and Iceberg's AWS SDK (its Glue catalog)
+            # find moto's server as the SDKs do.
             AWS_ENDPOINT_URL_S3=self.s3_endpoint,
+            AWS_ENDPOINT_URL_GLUE=self.s3_endpoint,
             AWS_REGION=self._region,
         )
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -330,8 +375,20 @@ def _isolate_environment(prefect_home: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
+def iceberg_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The flow's parameters for the same runs in the Iceberg format: an output and a Glue
+    database of their own."""
+    return {
+        **parameters,
+        "output_uri": f"s3://{LAKE_BUCKET}/star-iceberg",
+        "table_format": "iceberg",
+        "glue_database": ICEBERG_DATABASE,
+    }
+
+
 def main() -> int:
-    """A full run, then a daily run of the next day, through the EMR path on moto."""
+    """A full run, then a daily run of the next day, through the EMR path on moto: in the
+    parquet format, then in the Iceberg format (tables of moto's Glue)."""
     spark = EmrSpark.installed()
     with tempfile.TemporaryDirectory(prefix="sparkify-rehearsal-") as folder:
         workdir = Path(folder)
@@ -345,19 +402,38 @@ def main() -> int:
         generate_sample_lake(lake, SampleLakeConfig(songs=200, events=3_000, days=3, quirks=True))
         last_day = sorted((lake / "log_data").rglob("*.json"))[-1]
         with mock_aws(), StepRunner(workdir, spark) as runner:
-            parameters = prepare_aws(lake, days_held_back=1)
-            print(f"rehearsal: full run on {parameters['logs_uri']} (all days but the last)")
-            full = songs_etl(**parameters, return_state=True)
+            parquet = prepare_aws(lake, days_held_back=1)
+            runs = {"parquet": parquet, "iceberg": iceberg_parameters(parquet)}
+            states = {}
+            for table_format, parameters in runs.items():
+                print(
+                    f"rehearsal: full run ({table_format}) on {parameters['logs_uri']} "
+                    "(all days but the last)"
+                )
+                states[f"full ({table_format})"] = songs_etl(**parameters, return_state=True)
             upload_day(lake, last_day)
             day = last_day.name[:10]
-            print(f"rehearsal: daily run of {day}")
-            daily = songs_etl(**parameters, run_date=day, return_state=True)
-            states = [full, daily]
+            for table_format, parameters in runs.items():
+                print(f"rehearsal: daily run ({table_format}) of {day}")
+                daily = songs_etl(**parameters, run_date=day, return_state=True)
+                states[f"daily ({table_format})"] = daily
             print(f"rehearsal: steps executed with spark-submit: {len(runner.executed)}")
-        for label, state in zip(("full", "daily"), states, strict=True):
-            detail = f": {state.message}" if state.is_failed() else ""
-            print(f"rehearsal: {label} run {state.type.value}{detail}")
-        return 0 if all(state.is_completed() for state in states) else 1
+        return report(states)
+
+
+def report(states: dict[str, Any]) -> int:
+    """Print each run's end state and tables' rows; 0 when every run completed and both
+    formats' tables count the same rows (the tests compare them row for row)."""
+    for label, state in states.items():
+        detail = f": {state.message}" if state.is_failed() else f": {state.result().tables}"
+        print(f"rehearsal: {label} run {state.type.value}{detail}")
+    if not all(state.is_completed() for state in states.values()):
+        return 1
+    parquet, iceberg_tables = (states[f"daily ({name})"].result().tables for name in FORMATS)
+    if parquet != iceberg_tables:
+        print("rehearsal: the two formats' tables count different rows")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ RUN_ID_FLAG = "--run-id"
 FLOW_RUN_FLAG = "--flow-run-id"
 TAKE_OVER_FLAG = "--take-over-from"
 TABLE_FORMAT_FLAG = "--table-format"
+GLUE_DATABASE_FLAG = "--glue-database"
 
 # How the five tables are stored: folders of parquet files that the job publishes itself
 # (the default), or Apache Iceberg tables, each changed by one atomic commit per run.
@@ -38,6 +39,8 @@ ICEBERG = "iceberg"
 TABLE_FORMATS = (PARQUET, ICEBERG)
 
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+# What Athena accepts of a Glue database's name: lower case letters, digits and '_'.
+_GLUE_DATABASE_PATTERN = re.compile(r"^[a-z0-9_]{1,255}$")
 # A comma would split spark-submit's --py-files and Spark's path lists; a control
 # character (a pasted newline) makes a key nobody can see. Neither belongs in a location.
 _FORBIDDEN_IN_URI = re.compile(r"[,\x00-\x1f\x7f]")
@@ -63,6 +66,9 @@ class JobArgs:
         take_over_from: A run whose flow run Prefect reports ended: the job takes over
             that run's lease at once instead of waiting for it to expire.
         table_format: :data:`PARQUET` or :data:`ICEBERG`.
+        glue_database: (Iceberg) The Glue database whose Iceberg tables the run commits to
+            (the Glue Data Catalog as the Iceberg catalog, as on EMR); empty for the catalog
+            kept in the output itself (``<output>/<table>/metadata/version-hint.text``).
     """
 
     songs_uri: str
@@ -74,6 +80,7 @@ class JobArgs:
     flow_run_id: str = ""
     take_over_from: str = ""
     table_format: str = PARQUET
+    glue_database: str = ""
 
     def to_argv(self) -> list[str]:
         """The command line that :func:`parse_args` turns back into these arguments."""
@@ -85,6 +92,8 @@ class JobArgs:
         argv += [part for flag, value in optional if value for part in (flag, value)]
         if self.table_format != PARQUET:  # the default stays off the command line
             argv += [TABLE_FORMAT_FLAG, self.table_format]
+        if self.glue_database:
+            argv += [GLUE_DATABASE_FLAG, self.glue_database]
         return argv
 
     def with_locations(self, songs_uri: str, logs_uri: str, output_uri: str) -> JobArgs:
@@ -144,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the tables are stored: folders of parquet files, or Apache Iceberg tables "
         f"(metadata under <output>/<table>/metadata/) (default {PARQUET})",
     )
+    parser.add_argument(
+        GLUE_DATABASE_FLAG,
+        type=_glue_database,
+        default=None,
+        metavar="DATABASE",
+        help="with --table-format iceberg and an s3:// output: the tables are Iceberg tables "
+        "of this Glue database (the Glue Data Catalog as the Iceberg catalog, as on EMR), "
+        "at <output>/<table>",
+    )
     return parser
 
 
@@ -151,9 +169,9 @@ def parse_args(argv: Sequence[str] | None = None) -> JobArgs:
     """Parse and validate the command line (exits 2 with a message on bad arguments)."""
     parser = build_parser()
     namespace = parser.parse_args(argv)
-    overlap = overlap_problem(namespace.output, namespace.songs, namespace.logs)
-    if overlap:
-        parser.error(overlap)
+    problem = combination_problem(namespace)
+    if problem:
+        parser.error(problem)
     return JobArgs(
         songs_uri=namespace.songs,
         logs_uri=namespace.logs,
@@ -164,6 +182,7 @@ def parse_args(argv: Sequence[str] | None = None) -> JobArgs:
         flow_run_id=namespace.flow_run_id or "",
         take_over_from=namespace.take_over_from or "",
         table_format=namespace.table_format,
+        glue_database=namespace.glue_database or "",
     )
 
 
@@ -186,7 +205,25 @@ def argv_problem(argv: Sequence[str]) -> str | None:
         namespace = parser.parse_args(argv)
     except _ArgumentsRefused as refused:
         return str(refused)
-    return overlap_problem(namespace.output, namespace.songs, namespace.logs)
+    return combination_problem(namespace)
+
+
+def combination_problem(namespace: argparse.Namespace) -> str | None:
+    """Why arguments that are each valid cannot go together, or None."""
+    overlap = overlap_problem(namespace.output, namespace.songs, namespace.logs)
+    if overlap or not namespace.glue_database:
+        return overlap
+    if namespace.table_format != ICEBERG:
+        return (
+            f"{GLUE_DATABASE_FLAG} names the catalog of Iceberg tables: "
+            f"add {TABLE_FORMAT_FLAG} {ICEBERG}"
+        )
+    if not namespace.output.startswith("s3://"):
+        return (
+            f"{GLUE_DATABASE_FLAG} puts the tables in the Glue Data Catalog, which only "
+            f"Athena and the AWS engines read: it needs an s3:// output, not {namespace.output!r}"
+        )
+    return None
 
 
 def overlap_problem(output_uri: str, *input_uris: str) -> str | None:
@@ -233,6 +270,16 @@ def _uri(value: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return value.rstrip("/") or "/"
+
+
+def _glue_database(value: str) -> str:
+    """argparse type: a Glue database name Athena can query."""
+    if not _GLUE_DATABASE_PATTERN.match(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a Glue database name Athena can query (lower case letters, "
+            "digits and '_'; at most 255)"
+        )
+    return value
 
 
 def _iso_date(value: str) -> date:

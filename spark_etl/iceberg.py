@@ -10,24 +10,32 @@ metadata: a reader sees the table before the commit or after it, never a mix.
   INSERT``): a row whose key the table holds is left alone, so a re-run of a day changes
   no row and days in any order give the full run's rows (contract rule 7).
 
-The catalog is Iceberg's Hadoop catalog: the table of ``<output>/<table>`` keeps its
-metadata in ``<output>/<table>/metadata/`` with a ``version-hint.text``, so DuckDB's
-iceberg extension and pyiceberg's ``StaticTable`` read it with no catalog server. Its
-commit is a rename that refuses to replace an existing metadata version: atomic on a
-local or HDFS file system, not on S3, where the output's lease is what keeps writers
-apart.
+Either catalog keeps the table of ``<output>/<table>`` in that folder (its data files in
+``data/``, its metadata in ``metadata/``):
+- By default, Iceberg's Hadoop catalog: ``metadata/`` also holds a ``version-hint.text``, so
+  DuckDB's iceberg extension and pyiceberg's ``StaticTable`` read it with no catalog
+  server. Its commit is a rename that refuses to replace an existing metadata version:
+  atomic on a local or HDFS file system, not on S3, where the output's lease is what
+  keeps writers apart.
+- With ``--glue-database``, the Glue Data Catalog (Iceberg's ``GlueCatalog``, files through
+  its ``S3FileIO``): the tables are Iceberg tables of that database, which Athena and
+  Redshift Spectrum query. A commit swaps the table's ``metadata_location`` with Glue's
+  ``UpdateTable``, conditional on the version the commit read (optimistic locking).
 
 The Spark runtime is a pinned, checksummed jar (``spark_etl/iceberg_jars``, ``make jars``)
-that a JVM the job starts itself puts on its class path. Apache Iceberg ships a runtime
-per Spark line, and none yet for Spark 4.2 or 4.3: that is why the project's pyspark is 4.1.
+that a JVM the job starts itself puts on its class path, with Iceberg's AWS bundle for the
+Glue catalog; under spark-submit the cluster's own Iceberg serves (EMR's
+``iceberg-defaults``). Apache Iceberg ships a runtime per Spark line, and none yet for
+Spark 4.2 or 4.3: that is why the project's pyspark is 4.1.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +45,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_etl import failpoints, jars
+from spark_etl import failpoints, jars, s3a
 from spark_etl.errors import CommitConflictError, JobError
 from spark_etl.publication import Publication, TableCommitter, staging_uri
 from spark_etl.tables import SONGS, TABLES, TableSpec
@@ -47,6 +55,10 @@ logger = logging.getLogger(__name__)
 
 LOCKS = Path(__file__).resolve().parent / "iceberg_jars"
 SPARK_CATALOG_CLASS = "org.apache.iceberg.spark.SparkCatalog"
+GLUE_CATALOG_CLASS = "org.apache.iceberg.aws.glue.GlueCatalog"
+S3_FILE_IO_CLASS = "org.apache.iceberg.aws.s3.S3FileIO"
+# The AWS SDK's variables for another Glue endpoint (a test's moto_server), as for S3.
+GLUE_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_GLUE", "AWS_ENDPOINT_URL")
 FORMAT_VERSION = "2"
 # Set on every snapshot a replacement writes, so a table's history names the run.
 RUN_ID_PROPERTY = "sparkify.run-id"
@@ -69,15 +81,17 @@ def spark_line(version: str | None = None) -> str:
     return f"{major}.{minor}"
 
 
-def lock_for(line: str) -> Path:
-    """The lock file of Iceberg's Spark runtime for Spark ``line``.
+def lock_for(line: str, part: str = "spark") -> Path:
+    """The lock file of Iceberg's Spark runtime (``part="glue"``: its AWS bundle) for Spark
+    ``line``.
 
     Raises:
         JobError: Apache Iceberg ships no runtime for this Spark line (none is pinned).
     """
-    lock = LOCKS / f"iceberg-spark-{line}.lock"
+    lock = LOCKS / f"iceberg-{part}-{line}.lock"
     if not lock.is_file():
-        pinned = ", ".join(sorted(path.stem.rsplit("-", 1)[-1] for path in LOCKS.glob("*.lock")))
+        pinned_locks = LOCKS.glob(f"iceberg-{part}-*.lock")
+        pinned = ", ".join(sorted(path.stem.rsplit("-", 1)[-1] for path in pinned_locks))
         raise JobError(
             f"--table-format iceberg needs Apache Iceberg's runtime for Spark {line}, and "
             f"none is pinned (pinned: Spark {pinned}); run the job on one of those lines"
@@ -85,33 +99,40 @@ def lock_for(line: str) -> Path:
     return lock
 
 
-def classpath(line: str | None = None) -> list[str]:
-    """The fetched runtime jar for this pyspark's line (or ``line``).
+def classpath(line: str | None = None, glue: bool = False) -> list[str]:
+    """The fetched runtime jar for this pyspark's line (or ``line``), and with ``glue`` the
+    AWS bundle the Glue catalog needs.
 
     Raises:
         JobError: No runtime for the line, or it is not fetched (``make jars``).
     """
-    lock = lock_for(line or spark_line())
-    return jars.cached_paths(lock, "--table-format iceberg (Apache Iceberg's Spark runtime)")
+    line = line or spark_line()
+    parts = ["spark", "glue"] if glue else ["spark"]
+    needed_for = "--table-format iceberg (Apache Iceberg's Spark runtime)"
+    return [path for part in parts for path in jars.cached_paths(lock_for(line, part), needed_for)]
 
 
 @dataclass(frozen=True)
 class IcebergCatalog:
-    """The Hadoop catalog whose tables are ``<output>/<table>``.
+    """The catalog whose tables are ``<output>/<table>``.
 
-    The catalog's warehouse is the output's parent folder and its namespace the output's
-    own name, so each table's location is exactly ``<output>/<table>``. The Spark
-    catalog's name is derived from the output, so two outputs in one session never share
+    Without a Glue database it is a Hadoop catalog: its warehouse is the output's parent
+    folder and its namespace the output's own name, so each table's location is exactly
+    ``<output>/<table>``. With one, it is the Glue Data Catalog: the namespace is the
+    database, and each table is created at ``<output>/<table>``. The Spark catalog's name
+    is derived from the output (and database), so two outputs in one session never share
     a catalog (Spark keeps a catalog, and its warehouse, for the session's life).
     """
 
     name: str
     warehouse: str
     namespace: str
+    output_uri: str
+    glue: bool = False
 
     @classmethod
-    def for_output(cls, output_uri: str) -> IcebergCatalog:
-        """The catalog of ``output_uri``.
+    def for_output(cls, output_uri: str, glue_database: str = "") -> IcebergCatalog:
+        """The catalog of ``output_uri``: the Glue Data Catalog's ``glue_database`` if set.
 
         Raises:
             JobError: The output is a bucket or file system root: its tables need a
@@ -124,20 +145,30 @@ class IcebergCatalog:
                 f"--table-format iceberg needs the output in a folder of its own, "
                 f"not {output_uri!r} (a bucket or file system root)"
             )
-        digest = hashlib.sha256(trimmed.encode("utf-8")).hexdigest()[:12]
-        return cls(f"sparkify_{digest}", parent, name)
+        digest = hashlib.sha256(f"{trimmed} {glue_database}".encode()).hexdigest()[:12]
+        if glue_database:
+            return cls(f"sparkify_{digest}", trimmed, glue_database, trimmed, glue=True)
+        return cls(f"sparkify_{digest}", parent, name, trimmed)
 
-    def settings(self) -> dict[str, str]:
-        """The Spark settings that define the catalog."""
+    def settings(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The Spark settings that define the catalog (``environ``: the AWS SDK's endpoint
+        variables, for Glue and S3 elsewhere than AWS)."""
         prefix = f"spark.sql.catalog.{self.name}"
-        return {
+        common = {
             prefix: SPARK_CATALOG_CLASS,
-            f"{prefix}.type": "hadoop",
             f"{prefix}.warehouse": self.warehouse,
             # A cached table would hide commits made since by another process (a run
             # that died part way, a second writer): every read asks the metadata.
             f"{prefix}.cache-enabled": "false",
         }
+        if not self.glue:
+            return {**common, f"{prefix}.type": "hadoop"}
+        glue = {
+            f"{prefix}.catalog-impl": GLUE_CATALOG_CLASS,
+            f"{prefix}.io-impl": S3_FILE_IO_CLASS,
+        }
+        endpoints = aws_endpoint_settings(os.environ if environ is None else environ)
+        return {**common, **glue, **{f"{prefix}.{k}": v for k, v in endpoints.items()}}
 
     def configure(self, spark: SparkSession) -> None:
         """Define the catalog in a running session (Spark loads a catalog at first use)."""
@@ -148,6 +179,29 @@ class IcebergCatalog:
     def identifier(self, table: str) -> str:
         """The table's name in Spark SQL, quoted: an output's name may hold a ``-``."""
         return f"`{self.name}`.`{self.namespace}`.`{table}`"
+
+    def location(self, table: str) -> str | None:
+        """Where a new table is created: set for Glue; a Hadoop catalog's tables lie at
+        ``<warehouse>/<namespace>/<table>`` by construction, and it refuses any other."""
+        return f"{self.output_uri}/{table}" if self.glue else None
+
+
+def aws_endpoint_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """Iceberg's AWS properties for the Glue and S3 endpoints the AWS SDK's standard
+    variables name (another store: path-style S3 addresses); none for AWS's own.
+
+    Raises:
+        JobError: A variable holds something other than an http(s) address.
+    """
+    settings = {}
+    glue = next((v for v in GLUE_ENDPOINT_VARIABLES if environ.get(v, "").strip()), None)
+    if glue:
+        settings["glue.endpoint"] = s3a.checked_http_url(glue, environ[glue])
+    s3_endpoint = s3a.endpoint_url(environ)
+    if s3_endpoint:
+        settings["s3.endpoint"] = s3_endpoint
+        settings["s3.path-style-access"] = "true"
+    return settings
 
 
 def _quiet_missing_version_hint(spark: SparkSession) -> None:
@@ -222,13 +276,13 @@ def planned_commits(staged: Iterable[StagedTable], daily: bool) -> list[list[Any
     ]
 
 
-def committer(spark: SparkSession, output_uri: str) -> TableCommitter:
+def committer(spark: SparkSession, catalog: IcebergCatalog) -> TableCommitter:
     """What makes a journal's commits: each table from the run's staged folder, in turn.
 
     A commit made before a crash is made again when the next run completes the journal:
     a replacement with the same rows, a merge that finds every row already there.
     """
-    catalog = IcebergCatalog.for_output(output_uri)
+    output_uri = catalog.output_uri
 
     def commit(publication: Publication) -> None:
         catalog.configure(spark)
@@ -240,7 +294,7 @@ def committer(spark: SparkSession, output_uri: str) -> TableCommitter:
             staged = staging_uri(output_uri, publication.run_id, table)
             rows = read_staged(spark, spec, staged, by_day)
             write = merge_into_table if mode == MERGE else replace_table
-            write(spark, rows, spec, catalog.identifier(table), publication.run_id)
+            write(spark, rows, spec, catalog, publication.run_id)
             logger.info("committed %s (%s) to the Iceberg table", table, mode)
 
     return commit
@@ -255,7 +309,7 @@ def read_staged(spark: SparkSession, spec: TableSpec, uri: str, by_day: bool) ->
 
 
 def replace_table(
-    spark: SparkSession, rows: DataFrame, spec: TableSpec, identifier: str, run_id: str
+    spark: SparkSession, rows: DataFrame, spec: TableSpec, catalog: IcebergCatalog, run_id: str
 ) -> None:
     """Replace the table with ``rows`` in one commit (created on the first run).
 
@@ -265,11 +319,14 @@ def replace_table(
     if spec.partition_by:
         rows = rows.sortWithinPartitions(*spec.partition_by)
     writer = (
-        rows.writeTo(identifier)
+        rows.writeTo(catalog.identifier(spec.name))
         .using("iceberg")
         .tableProperty("format-version", FORMAT_VERSION)
         .option(f"snapshot-property.{RUN_ID_PROPERTY}", run_id)
     )
+    location = catalog.location(spec.name)
+    if location:
+        writer = writer.tableProperty("location", location)
     if spec.partition_by:
         # Each task writes its rows sorted by partition, one file open at a time. Left to
         # itself Iceberg shuffles the rows by partition and then keeps a writer open per
@@ -286,7 +343,7 @@ def replace_table(
 
 
 def merge_into_table(
-    spark: SparkSession, rows: DataFrame, spec: TableSpec, identifier: str, run_id: str
+    spark: SparkSession, rows: DataFrame, spec: TableSpec, catalog: IcebergCatalog, run_id: str
 ) -> None:
     """Add the rows whose key the table does not hold, in one commit.
 
@@ -296,8 +353,9 @@ def merge_into_table(
     Raises:
         JobError: Another writer committed rows the merge conflicts with meanwhile.
     """
+    identifier = catalog.identifier(spec.name)
     if not spark.catalog.tableExists(identifier):
-        replace_table(spark, rows, spec, identifier, run_id)
+        replace_table(spark, rows, spec, catalog, run_id)
         return
     view = f"sparkify_day_{re.sub(r'[^A-Za-z0-9]', '_', run_id)}_{spec.name}"
     rows.createOrReplaceTempView(view)

@@ -156,6 +156,7 @@ def _run_stages(
     with _timed(summary, "recover and check the lake"):
         manifest = _recover_and_check(spark, storage, args)
         tables_seen = _iceberg_snapshots(spark, args)
+        _check_iceberg_tables(tables_seen, manifest, args.output_uri)
     summary.previous_tables = _previous_table_counts(storage, args.output_uri)
     journaled = False
     try:
@@ -193,7 +194,7 @@ def _recover_and_check(spark: SparkSession, storage: Storage, args: JobArgs) -> 
     """
 
     def commit_tables(publication: Publication) -> None:  # a dead Iceberg run's commits
-        iceberg.committer(spark, args.output_uri)(publication)
+        iceberg.committer(spark, _iceberg_catalog(args))(publication)
 
     completed = complete_interrupted_publication(storage, args.output_uri, commit_tables)
     if completed:
@@ -208,8 +209,6 @@ def _recover_and_check(spark: SparkSession, storage: Storage, args: JobArgs) -> 
         storage, args.output_uri, last, STATE_FOLDERS if iceberg_format else PUBLISHED_FOLDERS
     )
     _check_state_matches_tables(last, args.output_uri)
-    if iceberg_format and last is not None:
-        _check_iceberg_tables(spark, args.output_uri)
     return last
 
 
@@ -235,11 +234,14 @@ def _check_table_format(manifest: Manifest | None, args: JobArgs) -> None:
     )
 
 
-def _check_iceberg_tables(spark: SparkSession, output_uri: str) -> None:
-    """A daily run merges into the five Iceberg tables: each must still exist."""
-    catalog = iceberg.IcebergCatalog.for_output(output_uri)
-    snapshots = iceberg.table_snapshots(spark, catalog)
-    missing = [table for table, snapshot in snapshots.items() if snapshot is None]
+def _check_iceberg_tables(
+    tables_seen: dict[str, int | None] | None, manifest: Manifest | None, output_uri: str
+) -> None:
+    """A daily run merges into the five Iceberg tables its last run left (``manifest``,
+    None for a full run or a first run): each must still exist."""
+    if tables_seen is None or manifest is None:
+        return
+    missing = [table for table, snapshot in tables_seen.items() if snapshot is None]
     if missing:
         raise DamagedLakeError(
             f"{output_uri}: the Iceberg tables {', '.join(missing)} are missing. {FULL_RUN_REPAIR}"
@@ -359,7 +361,12 @@ def _iceberg_snapshots(spark: SparkSession, args: JobArgs) -> dict[str, int | No
     """The Iceberg tables' snapshots as the run found them; None for the parquet format."""
     if args.table_format != ICEBERG:
         return None
-    return iceberg.table_snapshots(spark, iceberg.IcebergCatalog.for_output(args.output_uri))
+    return iceberg.table_snapshots(spark, _iceberg_catalog(args))
+
+
+def _iceberg_catalog(args: JobArgs) -> iceberg.IcebergCatalog:
+    """The run's Iceberg catalog: the output's own, or the Glue database's."""
+    return iceberg.IcebergCatalog.for_output(args.output_uri, args.glue_database)
 
 
 def _publish(
@@ -379,10 +386,10 @@ def _publish(
     if args.table_format != ICEBERG:
         publish(storage, args.output_uri, publication)
         return
-    catalog = iceberg.IcebergCatalog.for_output(args.output_uri)
+    catalog = _iceberg_catalog(args)
     before = iceberg.table_snapshots(spark, catalog)
     iceberg.refuse_tables_changed_since(tables_seen or {}, before)
-    publish(storage, args.output_uri, publication, iceberg.committer(spark, args.output_uri))
+    publish(storage, args.output_uri, publication, iceberg.committer(spark, catalog))
     after = iceberg.table_snapshots(spark, catalog)
     summary.snapshots = {t: {"before": before[t], "after": after[t]} for t in TABLES}
     summary.tables = {

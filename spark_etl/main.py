@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             input_bytes=daily_input_bytes(args),
             uris=(args.songs_uri, args.logs_uri, args.output_uri),
             table_format=args.table_format,
+            glue_catalog=bool(args.glue_database),
         )
         try:
             summary = run_job(spark, args)

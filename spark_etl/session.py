@@ -79,6 +79,7 @@ def create_session(
     input_bytes: int | None = None,
     uris: Sequence[str] = (),
     table_format: str = PARQUET,
+    glue_catalog: bool = False,
 ) -> SparkSession:
     """Start (or join) the session with :data:`JOB_SETTINGS` applied.
 
@@ -92,6 +93,8 @@ def create_session(
             in a JVM this process starts (:func:`s3a_jvm_settings`).
         table_format: ``iceberg`` puts Iceberg's Spark runtime in a JVM this process
             starts (:func:`iceberg_jvm_settings`).
+        glue_catalog: The Iceberg tables are in the Glue Data Catalog: Iceberg's AWS
+            bundle joins its runtime.
 
     With ``OPENLINEAGE_URL`` set, a JVM this process starts runs OpenLineage's listener
     (:func:`lineage_jvm_settings`).
@@ -100,7 +103,7 @@ def create_session(
     if loopback:
         os.environ["SPARK_LOCAL_IP"] = LOOPBACK  # read by the JVM that getOrCreate starts
     local_fs, s3_fs = local_jvm_settings(), s3a_jvm_settings(uris)
-    listener, tables = lineage_jvm_settings(), iceberg_jvm_settings(table_format)
+    listener, tables = lineage_jvm_settings(), iceberg_jvm_settings(table_format, glue_catalog)
     settings = {
         **JOB_SETTINGS,
         **(OWN_JVM_LISTING_SETTINGS if starts_own_jvm() else {}),
@@ -109,7 +112,9 @@ def create_session(
         **listener,
         **quick_jvm_settings(input_bytes),
         **loopback,
-        **joined_class_path(local_fs, s3_fs, listener, tables),
+        # Iceberg's AWS bundle (Glue catalog) holds a newer AWS SDK, in the same packages
+        # as S3A's own SDK modules, and needs its own classes: it comes before S3A's.
+        **joined_class_path(local_fs, tables, s3_fs, listener),
     }
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
@@ -139,19 +144,19 @@ def s3a_jvm_settings(uris: Sequence[str]) -> dict[str, str]:
     }
 
 
-def iceberg_jvm_settings(table_format: str) -> dict[str, str]:
-    """Iceberg's Spark runtime on the class path, for a JVM this process starts to write
-    Iceberg tables.
+def iceberg_jvm_settings(table_format: str, glue_catalog: bool = False) -> dict[str, str]:
+    """Iceberg's Spark runtime on the class path (with ``glue_catalog``, its AWS bundle
+    too), for a JVM this process starts to write Iceberg tables.
 
     None under spark-submit: there the cluster's class path is the submitter's to set (EMR
-    and EMR Serverless bundle Iceberg; the format is not offered on them yet).
+    puts its bundled Iceberg there when the cluster enables it, as the EMR runner asks).
 
     Raises:
         JobError: No runtime is pinned for this pyspark's line, or it is not fetched.
     """
     if table_format != ICEBERG or not starts_own_jvm():
         return {}
-    return {CLASS_PATH: os.pathsep.join(iceberg.classpath())}
+    return {CLASS_PATH: os.pathsep.join(iceberg.classpath(glue=glue_catalog))}
 
 
 def lineage_jvm_settings() -> dict[str, str]:

@@ -21,6 +21,7 @@ from spark_etl import lineage as job_lineage
 from spark_etl.args import JobArgs
 from spark_etl.summary import RunSummary, summary_uri
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
+from tasks.glue import prepare_glue_database
 from tasks.ops import s3 as s3_ops
 from tasks.ops.job_package import build_job_package
 from tasks.ops.live_logs import LogFollower
@@ -226,6 +227,8 @@ class AwsRunner(Generic[Work]):
     def prepare(self, job_args: JobArgs) -> JobArgs:
         """Check everything the run needs, then upload the job code (and the listener)."""
         preflight_aws_run(self._block, job_args, self._settings.code_bucket_uri)
+        if job_args.glue_database:  # the job commits its Iceberg tables into it
+            prepare_glue_database(self._block, job_args.glue_database)
         code_bucket_uri = str(self._settings.code_bucket_uri)
         job = upload_spark_job(self._block, code_bucket_uri)
         options = lineage_submit_options(

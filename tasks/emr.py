@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 from prefect.blocks.core import Block
 
-from spark_etl.args import JobArgs
+from spark_etl.args import ICEBERG, JobArgs
 from tasks import aws_job
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
 from tasks.aws_job import AwsRunner, UploadedJob, prefect_api_identity
@@ -62,14 +62,15 @@ class StartedCluster:
     name="Create the EMR cluster", retry_condition_fn=retry_transient_aws_errors, **AWS_TASK_RETRIES
 )
 def create_emr_cluster(
-    aws_credentials_block: str, cluster_config_block: str, flow_run_id: str
+    aws_credentials_block: str, cluster_config_block: str, flow_run_id: str, iceberg: bool = False
 ) -> StartedCluster:
-    """Start the transient cluster tagged with the flow run (a retry finds it again)."""
+    """Start the transient cluster tagged with the flow run (a retry finds it again); with
+    ``iceberg``, with EMR's Iceberg enabled."""
     logger = get_run_logger()
     spec = cast(EmrClusterConfig, EmrClusterConfig.load(cluster_config_block)).cluster_spec()
     clients = aws_clients(aws_credentials_block)
     owner = emr_ops.RunIdentity(flow_run_id, prefect_api_identity())
-    request = emr_ops.build_run_job_flow_request(spec, owner, datetime.now(UTC))
+    request = emr_ops.build_run_job_flow_request(spec, owner, datetime.now(UTC), iceberg)
     with ops_logs_in_run_log():
         cluster_id, created = emr_ops.create_cluster(
             clients.emr, clients.emr_single_attempt, request, flow_run_id
@@ -317,7 +318,8 @@ class EmrRunner(AwsRunner[StartedCluster]):
     def start(self, job_args: JobArgs) -> None:
         flow_run_id = self._settings.flow_run_id
         try:
-            self._work = create_emr_cluster(self._block, self._config_block, flow_run_id)
+            iceberg = job_args.table_format == ICEBERG
+            self._work = create_emr_cluster(self._block, self._config_block, flow_run_id, iceberg)
         except Exception:  # its lost last answer may hide a started cluster
             aws_job.end_work_after_failed_start(
                 terminate_flow_run_clusters, self._block, flow_run_id, "the idle timeout"

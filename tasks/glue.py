@@ -50,3 +50,19 @@ def register_tables_in_glue(
         raise CatalogNotUpdatedError(database, output_uri, err) from err
     get_run_logger().info("Glue database %s: tables up to date, new partitions %s", database, added)
     return added
+
+
+@task(
+    name="Prepare the Glue database of the Iceberg tables",
+    retry_condition_fn=retry_transient_aws_errors,
+    **AWS_TASK_RETRIES,
+)
+def prepare_glue_database(aws_credentials_block: str, database: str) -> None:
+    """Create the database the job's Iceberg tables belong to, unless it exists.
+
+    Before the run: the job creates its tables in it on the first run and commits to them
+    afterwards, so that nothing is left to register once it ends.
+    """
+    with ops_logs_in_run_log():
+        glue_ops.ensure_database(aws_clients(aws_credentials_block).glue, database)
+    get_run_logger().info("Glue database %s is ready for the Iceberg tables", database)

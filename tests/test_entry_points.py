@@ -13,11 +13,14 @@ from pyspark.sql import SparkSession
 
 from spark_etl.args import (
     DATE_FLAG,
+    GLUE_DATABASE_FLAG,
+    ICEBERG,
     LOGS_FLAG,
     MAX_REJECT_RATIO_FLAG,
     OUTPUT_FLAG,
     RUN_ID_FLAG,
     SONGS_FLAG,
+    TABLE_FORMAT_FLAG,
     JobArgs,
     argv_problem,
     parse_args,
@@ -65,6 +68,12 @@ def argv_with(flag: str, value: str) -> list[str]:
         (argv_with(MAX_REJECT_RATIO_FLAG, "2"), "not between 0 and 1"),
         (argv_with(MAX_REJECT_RATIO_FLAG, "nan"), "not between 0 and 1"),
         (argv_with(RUN_ID_FLAG, "../x"), "is not a run id"),
+        (argv_with(GLUE_DATABASE_FLAG, "Sparkify-Lake"), "is not a Glue database name"),
+        (argv_with(GLUE_DATABASE_FLAG, "sparkify_lake"), "add --table-format iceberg"),
+        (
+            [*argv_with(TABLE_FORMAT_FLAG, ICEBERG), GLUE_DATABASE_FLAG, "sparkify_lake"],
+            "it needs an s3:// output, not 'o'",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_a_reason_before_spark_starts(
@@ -85,6 +94,8 @@ def test_bad_arguments_exit_2_with_a_reason_before_spark_starts(
         JobArgs("songs", "logs", "/tmp/out", date(2018, 11, 30), 0.25, "daily-1"),
         JobArgs("file:/lake/songs", "file:/lake/logs", "out", None, 0.1 + 0.2, "x"),
         JobArgs("s", "l", "o", run_id="r", flow_run_id="8f1c-flow", take_over_from="dead-run"),
+        JobArgs("s", "l", "o", run_id="r", table_format=ICEBERG),
+        JobArgs("s", "l", "s3://out/star", run_id="r", table_format=ICEBERG, glue_database="lake"),
     ],
 )
 def test_parsing_the_command_line_of_job_args_gives_them_back(args: JobArgs) -> None:

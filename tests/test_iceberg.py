@@ -11,6 +11,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ from spark_etl.maintenance import MaintenanceSettings, report_uri, run_maintenan
 from spark_etl.publication import JOURNAL_FILE, MANIFEST_FILE
 from spark_etl.summary import RunSummary
 from spark_etl.tables import TABLES
+from tasks.ops.names import PROJECT_ROOT
 from tests.lakes import DAYS, job_args, read_tables
 from tests.test_crash_safety import (  # noqa: F401 (orphans_stay_zombies is a fixture)
     assert_clean,
@@ -257,9 +260,74 @@ def test_an_output_at_a_root_is_refused_for_iceberg() -> None:
     assert iceberg.IcebergCatalog.for_output("s3://bucket/star").warehouse == "s3://bucket"
 
 
+def test_a_glue_catalog_puts_each_table_at_the_output_and_follows_the_sdks_endpoints() -> None:
+    catalog = iceberg.IcebergCatalog.for_output("s3://lake/star/", "sparkify_lake")
+    hadoop = iceberg.IcebergCatalog.for_output("s3://lake/star")
+    assert catalog.name != hadoop.name  # one session may hold both
+    assert (catalog.identifier("songs"), catalog.location("songs")) == (
+        f"`{catalog.name}`.`sparkify_lake`.`songs`",
+        "s3://lake/star/songs",
+    )
+    assert hadoop.location("songs") is None  # a Hadoop catalog places its tables itself
+    prefix = f"spark.sql.catalog.{catalog.name}"
+    on_aws = {
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.warehouse": "s3://lake/star",
+        f"{prefix}.cache-enabled": "false",
+        f"{prefix}.catalog-impl": "org.apache.iceberg.aws.glue.GlueCatalog",
+        f"{prefix}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+    }
+    assert catalog.settings({}) == on_aws
+    elsewhere = {"AWS_ENDPOINT_URL": "http://127.0.0.1:5000/", "AWS_REGION": "eu-west-1"}
+    assert catalog.settings(elsewhere) == {
+        **on_aws,
+        f"{prefix}.glue.endpoint": "http://127.0.0.1:5000",
+        f"{prefix}.s3.endpoint": "http://127.0.0.1:5000",
+        f"{prefix}.s3.path-style-access": "true",
+    }
+    with pytest.raises(JobError, match="AWS_ENDPOINT_URL_GLUE must be an http"):
+        catalog.settings({"AWS_ENDPOINT_URL_GLUE": "glue.local"})
+
+
 def test_a_spark_line_without_an_iceberg_runtime_is_named() -> None:
     with pytest.raises(JobError, match=r"Spark 4\.3.*pinned: Spark 4\.0, 4\.1"):
         iceberg.lock_for(iceberg.spark_line("4.3.0"))
+
+
+DUCKDB_PYTHON = PROJECT_ROOT / ".venv-duckdb" / "bin" / "python"
+
+
+@pytest.mark.integration  # a job process, and DuckDB in a virtualenv of its own
+def test_duckdb_counts_each_table_of_python_m_spark_etl_as_the_run_summary_does(
+    lake: Path, tmp_path: Path, full_output: Path
+) -> None:
+    """The command line a user types, and a reader that is neither Spark nor pyiceberg:
+    DuckDB's ``iceberg_scan`` on each table folder (``make duckdb-iceberg``)."""
+    assert DUCKDB_PYTHON.is_file(), "run 'make duckdb-iceberg' (make test-integration does)"
+    output = tmp_path / "star"
+    argv = iceberg_args(lake, output, run_id="duckdb").to_argv()
+    job = subprocess.run(
+        [sys.executable, "-m", "spark_etl", *argv],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
+    for name in TABLES:
+        assert (output / name / "metadata" / "version-hint.text").is_file(), name
+
+    counted = subprocess.run(
+        [str(DUCKDB_PYTHON), str(PROJECT_ROOT / "lake_query" / "iceberg_counts.py"), str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    summary = RunSummary.from_json((output / "_runs" / "duckdb.json").read_text())
+    assert json.loads(counted.stdout) == summary.tables
+    parquet = RunSummary.from_json((full_output / "_runs" / "_last_succeeded.json").read_text())
+    assert summary.tables == parquet.tables  # the parquet format's full run, table by table
 
 
 @pytest.mark.integration  # a real job process, killed

@@ -9,8 +9,10 @@ The kill in the middle of a publication on S3 is in ``test_crash_safety.py`` (a 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import boto3
@@ -19,12 +21,14 @@ from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from bench.s3_api import S3Api
-from spark_etl.args import JobArgs
+from spark_etl.args import ICEBERG, JobArgs
 from spark_etl.errors import DamagedLakeError
 from spark_etl.job import run_job
 from spark_etl.publication import FULL_RUN_REPAIR
 from spark_etl.summary import RunSummary, summary_uri
 from spark_etl.tables import TABLES
+from tasks.ops.names import PROJECT_ROOT
+from tests.glue_iceberg import glue_iceberg_table
 from tests.lakes import (
     DAYS,
     S3_OUTPUT,
@@ -102,3 +106,37 @@ def test_a_damaged_lake_on_s3_is_refused_with_its_repair_and_the_refusal_leaves_
 
     assert str(refusal.value).endswith(FULL_RUN_REPAIR)
     assert_nothing_left_on_s3(published.bucket)
+
+
+@pytest.mark.integration  # a job process: the Glue catalog needs Iceberg's AWS bundle in its JVM
+def test_the_job_commits_iceberg_tables_to_a_glue_database_on_an_s3_api(
+    spark: SparkSession,
+    s3_api: S3Api,
+    s3_bucket: str,
+    lake: Path,
+    full_output: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``python -m spark_etl --table-format iceberg --glue-database``, as on a laptop
+    pointed at MinIO and a Glue: moto's server answers both, through the SDK's variables."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_GLUE", s3_api.url)  # for boto3 and the job
+    upload_lake(s3_bucket, lake)
+    boto3.client("glue").create_database(DatabaseInput={"Name": "lake_iceberg"})
+    output_uri = f"s3://{s3_bucket}/star-iceberg"
+    args = replace(
+        s3_job_args(s3_bucket, run_id="glue-full"),
+        output_uri=output_uri,
+        table_format=ICEBERG,
+        glue_database="lake_iceberg",
+    )
+    command = [sys.executable, "-m", "spark_etl", *args.to_argv()]
+    job = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
+    local = read_tables(spark, full_output)
+    for name in TABLES:
+        location = f"{output_uri}/{name}"
+        on_s3 = glue_iceberg_table(spark, "lake_iceberg", name, s3_api.url, location)
+        assertDataFrameEqual(on_s3, local[name])
+    summary = read_summary(s3_bucket, output_uri, "glue-full")
+    assert summary.tables == {name: frame.count() for name, frame in local.items()}

@@ -83,9 +83,15 @@ def test_a_missing_input_fails_the_flow_before_spark_starts(tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("runner", ["emr", "emr-serverless"])
-def test_the_iceberg_format_on_emr_is_refused_before_anything_is_paid_for(
-    tmp_path: Path, runner: str
+@pytest.mark.parametrize(
+    ("runner", "glue_database", "reason"),
+    [
+        ("emr-serverless", "sparkify_lake", "local and emr runners for now"),
+        ("emr", None, "name its database in glue_database"),
+    ],
+)
+def test_the_iceberg_format_is_refused_before_anything_is_paid_for_where_it_cannot_run(
+    tmp_path: Path, runner: str, glue_database: str | None, reason: str
 ) -> None:
     state = songs_etl(
         runner=runner,
@@ -93,10 +99,11 @@ def test_the_iceberg_format_on_emr_is_refused_before_anything_is_paid_for(
         logs_uri="s3://raw/log_data",
         output_uri="s3://lake/star",
         table_format="iceberg",
+        glue_database=glue_database,
         return_state=True,
     )
     assert state.is_failed()
-    with pytest.raises(ValueError, match="local runner only for now"):
+    with pytest.raises(ValueError, match=reason):
         state.result()
 
 

@@ -263,12 +263,13 @@ class RunIdentity:
 
 
 def build_run_job_flow_request(
-    spec: ClusterSpec, owner: RunIdentity, started: datetime
+    spec: ClusterSpec, owner: RunIdentity, started: datetime, iceberg: bool = False
 ) -> dict[str, Any]:
     """The ``run_job_flow`` request for a transient cluster that waits for our one step.
 
     KeepJobFlowAliveWhenNoSteps=True lets us submit after it is ready; we terminate it
-    ourselves, and the idle AutoTerminationPolicy ends it should we never get to.
+    ourselves, and the idle AutoTerminationPolicy ends it should we never get to. With
+    ``iceberg``, the cluster puts EMR's bundled Iceberg on Spark's class path.
     """
     instances: dict[str, Any] = (
         {"InstanceFleets": _instance_fleets(spec)}
@@ -295,11 +296,28 @@ def build_run_job_flow_request(
     }
     if spec.managed_scaling_max_core_nodes is not None:
         request["ManagedScalingPolicy"] = {"ComputeLimits": _scaling_limits(spec)}
+    configurations = []
     if spec.spark_conf:
-        request["Configurations"] = [
+        configurations.append(
             {"Classification": "spark-defaults", "Properties": dict(spec.spark_conf)}
-        ]
+        )
+    if iceberg:
+        configurations.append(ICEBERG_CONFIGURATION)
+    if configurations:
+        request["Configurations"] = configurations
     return request
+
+
+# EMR's own Iceberg (runtime, Glue catalog, S3FileIO) on the class path of Spark.
+ICEBERG_CONFIGURATION = {
+    "Classification": "iceberg-defaults",
+    "Properties": {"iceberg.enabled": "true"},
+}
+
+
+def uses_iceberg(configurations: list[dict[str, Any]]) -> bool:
+    """Whether a cluster of these configurations has EMR's Iceberg enabled."""
+    return ICEBERG_CONFIGURATION in configurations
 
 
 def _instance_groups(spec: ClusterSpec) -> list[dict[str, Any]]:

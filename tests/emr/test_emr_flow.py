@@ -15,9 +15,9 @@ from prefect.blocks.system import Secret
 import tasks.emr as emr_tasks
 from spark_etl import jars
 from spark_etl import lineage as job_lineage
-from spark_etl.args import JobArgs, parse_args
+from spark_etl.args import ICEBERG, JobArgs, parse_args
 from tasks.aws_job import prefect_api_identity
-from tasks.ops.emr import EmrStepFailedError, EmrWaitTimeoutError
+from tasks.ops.emr import ICEBERG_CONFIGURATION, EmrStepFailedError, EmrWaitTimeoutError
 from tasks.ops.failures import LogPatience
 from tasks.ops.job_package import build_job_package
 from tests.emr.conftest import (
@@ -106,6 +106,27 @@ def test_happy_path_one_cluster_step_names_uploaded_code_cluster_terminated_repo
     assert {(row["name"], row["rows"]) for row in report if row["kind"] == "table"} == set(
         TABLE_COUNTS.items()
     )
+
+
+def test_the_iceberg_format_runs_on_a_cluster_with_emrs_iceberg_and_the_tables_in_glue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job commits its Iceberg tables to the Glue database itself: the flow creates the
+    database before the run and registers no parquet tables over them after it."""
+    script_steps(monkeypatch, ["PENDING", "RUNNING", "COMPLETED"])
+
+    state = run_emr_flow(table_format=ICEBERG, glue_database="sparkify_iceberg")
+
+    assert state.is_completed(), state.message
+    [cluster_id] = clusters_by_state()
+    cluster = emr().describe_cluster(ClusterId=cluster_id)["Cluster"]
+    assert ICEBERG_CONFIGURATION in cluster["Configurations"]
+    [step] = emr().list_steps(ClusterId=cluster_id)["Steps"]
+    job_args = parse_args(step["Config"]["Args"][6:])
+    assert (job_args.table_format, job_args.glue_database) == (ICEBERG, "sparkify_iceberg")
+    glue = boto3.client("glue", region_name=REGION)
+    assert glue.get_database(Name="sparkify_iceberg")["Database"]["Name"] == "sparkify_iceberg"
+    assert glue.get_tables(DatabaseName="sparkify_iceberg")["TableList"] == []
 
 
 def run_id_of_step(step_name: str) -> str:

@@ -97,6 +97,18 @@ def test_run_job_flow_request() -> None:
     }
 
 
+def test_a_cluster_for_the_iceberg_format_enables_emrs_iceberg() -> None:
+    request = ops.build_run_job_flow_request(SPEC, OWNER, STARTED, iceberg=True)
+    assert request["Configurations"] == [
+        {"Classification": "spark-defaults", "Properties": {"spark.sql.shuffle.partitions": "64"}},
+        {"Classification": "iceberg-defaults", "Properties": {"iceberg.enabled": "true"}},
+    ]
+    without_spark_conf = SPEC.model_copy(update={"spark_conf": {}})
+    assert ops.build_run_job_flow_request(without_spark_conf, OWNER, STARTED, iceberg=True)[
+        "Configurations"
+    ] == [{"Classification": "iceberg-defaults", "Properties": {"iceberg.enabled": "true"}}]
+
+
 def test_block_tags_cannot_replace_the_tags_that_identify_the_run() -> None:
     # A block's tag named like ours would hide the cluster from its retries and sweeper.
     spoofing = SPEC.model_copy(

@@ -17,15 +17,19 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from moto.glue.responses import GlueResponse
 from pyspark.sql import SparkSession
+from pyspark.testing import assertDataFrameEqual
 
 from flows.songs_etl import songs_etl
 from rehearsal.emr import (
+    ICEBERG_DATABASE,
     LAKE_BUCKET,
     LOG_BUCKET,
     REGION,
     EmrSpark,
     StepRunner,
+    iceberg_parameters,
     prepare_aws,
     upload_day,
 )
@@ -33,7 +37,10 @@ from spark_etl import s3a
 from spark_etl.lake import day_log_parts
 from spark_etl.summary import RunSummary
 from spark_etl.tables import TABLES
-from tests.lakes import DAYS, assert_same_tables, catalogue, day_events, write_lake
+from tasks.ops.emr import ICEBERG_CONFIGURATION
+from tasks.ops.names import PROJECT_ROOT
+from tests.glue_iceberg import glue_iceberg_table
+from tests.lakes import DAYS, assert_same_tables, catalogue, day_events, read_tables, write_lake
 from tests.lineage_receiver import lineage_receiver, parsed
 from tests.prefect_records import artifact_rows
 
@@ -104,12 +111,21 @@ def partition_folders(table_root: Path, depth: int) -> set[tuple[str, ...]]:
     }
 
 
-def glue_partitions(table: str) -> set[tuple[str, ...]]:
+def glue_partitions(table: str, database: str = "sparkify_lake") -> set[tuple[str, ...]]:
     glue = boto3.client("glue", region_name=REGION)
-    pages = glue.get_paginator("get_partitions").paginate(
-        DatabaseName="sparkify_lake", TableName=table
-    )
+    pages = glue.get_paginator("get_partitions").paginate(DatabaseName=database, TableName=table)
     return {tuple(p["Values"]) for page in pages for p in page["Partitions"]}
+
+
+def full_then_daily_run(lake: Path, parameters: dict[str, Any]) -> tuple[Any, Any]:
+    """The flow's full run over the days uploaded, then, once the last day is uploaded,
+    its daily run of that day; both must complete."""
+    full = songs_etl(**parameters, return_state=True)
+    assert full.is_completed(), full.message
+    upload_day(lake, lake.joinpath("log_data", *day_log_parts(DAYS[-1])))
+    daily = songs_etl(**parameters, run_date=DAYS[-1], return_state=True)
+    assert daily.is_completed(), daily.message
+    return full, daily
 
 
 def test_a_full_then_a_daily_run_through_emr_equal_the_job_run_locally(
@@ -123,18 +139,13 @@ def test_a_full_then_a_daily_run_through_emr_equal_the_job_run_locally(
     parameters = prepare_aws(lake, days_held_back=1)
     with lineage_receiver() as receiver:  # lineage on: the flow's events and the steps'
         monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
-        full = songs_etl(**parameters, return_state=True)
-        assert full.is_completed(), full.message
-        last_day = DAYS[-1]
-        upload_day(lake, lake.joinpath("log_data", *day_log_parts(last_day)))
-        daily = songs_etl(**parameters, run_date=last_day, return_state=True)
-        assert daily.is_completed(), daily.message
+        full, daily = full_then_daily_run(lake, parameters)
         events = list(receiver.events)
 
     star = download(LAKE_BUCKET, "star", tmp_path / "from-s3")
     assert_same_tables(spark, star, full_output)  # full run + one day == one full run
     written = RunSummary.from_json((star / "_runs" / "_last_succeeded.json").read_text())
-    assert (written.mode, written.run_date) == ("daily", last_day.isoformat())
+    assert (written.mode, written.run_date) == ("daily", DAYS[-1].isoformat())
     assert daily.result().tables == written.tables
     assert written.tables == {"songplays": 12, "users": 2, "songs": 2, "artists": 2, "time": 12}
     report = artifact_rows(daily.state_details.flow_run_id, "songs-etl-run")
@@ -149,6 +160,62 @@ def test_a_full_then_a_daily_run_through_emr_equal_the_job_run_locally(
     assert "spark_etl: succeeded (daily)" in step_log(cluster_id, step_id, "stdout")
     assert "Running Spark version 4.0." in step_log(cluster_id, step_id, "stderr")
     assert_lineage_of_runs(events, [full, daily])
+
+
+def documented_job_glue_actions() -> set[str]:
+    """The Glue actions docs/aws.md grants the job's role for the Iceberg tables."""
+    text = (PROJECT_ROOT / "docs" / "aws.md").read_text(encoding="utf-8")
+    section = text.split("### The job's Glue permissions", 1)[1]
+    policy = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+    return {action for statement in policy["Statement"] for action in statement["Action"]}
+
+
+def record_java_glue_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The Glue actions that moto's server answers to the AWS SDK for Java (the job's
+    Iceberg), as IAM names them; the flow's own calls (boto3) are not counted."""
+    calls: list[str] = []
+    answer = GlueResponse.call_action
+
+    def recording(response: GlueResponse) -> Any:
+        if "aws-sdk-java" in response.headers.get("User-Agent", ""):
+            calls.append(f"glue:{response._get_action()}")
+        return answer(response)
+
+    monkeypatch.setattr(GlueResponse, "call_action", recording)
+    return calls
+
+
+def test_a_full_then_a_daily_run_in_the_iceberg_format_through_emr_equal_the_job_run_locally(
+    step_runner: StepRunner,
+    spark: SparkSession,
+    lake: Path,
+    full_output: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    glue_calls = record_java_glue_calls(monkeypatch)
+    parameters = iceberg_parameters(prepare_aws(lake, days_held_back=1))
+    full, daily = full_then_daily_run(lake, parameters)
+
+    local = read_tables(spark, full_output)
+    for name in TABLES:  # full run + one day == one full run, the parquet format's rows
+        location = f"s3://{LAKE_BUCKET}/star-iceberg/{name}"
+        on_s3 = glue_iceberg_table(spark, ICEBERG_DATABASE, name, step_runner.s3_endpoint, location)
+        assertDataFrameEqual(on_s3, local[name])
+    full_summary, daily_summary = full.result(), daily.result()
+    assert daily_summary.tables == {name: local[name].count() for name in TABLES}
+    changed = {"songplays", "time", "users"}  # the day's plays; songs and artists unchanged
+    for name in TABLES:
+        before, after = (daily_summary.snapshots[name][key] for key in ("before", "after"))
+        assert before == full_summary.snapshots[name]["after"], name
+        assert (after != before) == (name in changed), name
+    assert glue_partitions("songplays", ICEBERG_DATABASE) == set()  # Iceberg's own, not Glue's
+    emr = boto3.client("emr", region_name=REGION)
+    for cluster in emr.list_clusters()["Clusters"]:
+        configurations = emr.describe_cluster(ClusterId=cluster["Id"])["Cluster"]
+        assert ICEBERG_CONFIGURATION in configurations["Configurations"]
+    assert [state for _, _, state in steps_run()] == ["COMPLETED", "COMPLETED"]
+    assert set(cluster_states()) == {"TERMINATED"}
+    assert set(glue_calls) == documented_job_glue_actions()  # the role's policy, exactly
 
 
 def assert_lineage_of_runs(events: list[dict[str, Any]], states: list[Any]) -> None:
