@@ -67,17 +67,10 @@ def refuse_unsupported_table_format(
 ) -> None:
     """Stop before anything is paid for when the runner cannot write ``table_format``.
 
-    On EMR the Iceberg tables are the Glue database's, through the Iceberg EMR bundles;
-    EMR Serverless does not write them yet.
+    On EMR and EMR Serverless the Iceberg tables are the Glue database's, through the
+    Iceberg those services bundle.
     """
-    if table_format != ICEBERG or RunnerName(runner) == RunnerName.LOCAL:
-        return
-    if RunnerName(runner) != RunnerName.EMR:
-        raise ValueError(
-            f"table_format={ICEBERG!r} runs on the local and emr runners for now, not on "
-            f"{runner}: use {PARQUET!r} there"
-        )
-    if not glue_database:
+    if table_format == ICEBERG and RunnerName(runner) != RunnerName.LOCAL and not glue_database:
         raise ValueError(
             f"table_format={ICEBERG!r} on {runner} keeps the tables in the Glue Data Catalog: "
             "name its database in glue_database"
@@ -124,14 +117,14 @@ def songs_etl(
         max_reject_ratio: Share of rejected input records above which the run fails.
         table_format: ``parquet`` (folders of parquet files the job publishes) or
             ``iceberg`` (Apache Iceberg tables, one atomic commit per table and run; on
-            EMR, tables of the Glue database ``glue_database``; not on EMR Serverless yet).
+            EMR and EMR Serverless, tables of the Glue database ``glue_database``).
         aws_credentials_block: Name of the prefect-aws ``AwsCredentials`` block (EMR).
         cluster_config_block: Name of the ``EmrClusterConfig`` block (EMR).
         serverless_config_block: Name of the ``EmrServerlessConfig`` block (EMR Serverless).
         code_bucket_uri: s3:// folder that receives the job code (EMR).
         glue_database: Glue database in which the tables are registered after a run on
             EMR, for Athena and Redshift Spectrum; None to skip. In the Iceberg format on
-            EMR, the database whose Iceberg tables the job commits to (required).
+            AWS, the database whose Iceberg tables the job commits to (required).
         poll_seconds: Delay between two looks at the cluster, the step or the job run.
         max_wait_minutes: Longest wait for the cluster, then for the step (EMR); for the
             application, then for the job run (EMR Serverless), which is then cancelled.

@@ -43,13 +43,12 @@ from typing import Any, Protocol
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from spark_etl import failpoints, jars, s3a
 from spark_etl.errors import CommitConflictError, JobError
 from spark_etl.publication import Publication, TableCommitter, staging_uri
+from spark_etl.staging import by_day_schema
 from spark_etl.tables import SONGS, TABLES, TableSpec
-from spark_etl.transform import LOG_DAY
 
 logger = logging.getLogger(__name__)
 
@@ -302,9 +301,7 @@ def committer(spark: SparkSession, catalog: IcebergCatalog) -> TableCommitter:
 
 def read_staged(spark: SparkSession, spec: TableSpec, uri: str, by_day: bool) -> DataFrame:
     """A staged folder's rows in the table's columns (a by-day folder's ``log_day`` dropped)."""
-    schema = spec.schema
-    if by_day:
-        schema = T.StructType([*schema.fields, T.StructField(LOG_DAY, T.StringType())])
+    schema = by_day_schema(spec) if by_day else spec.schema
     return spark.read.schema(schema).parquet(uri).select(*spec.column_names)
 
 

@@ -70,8 +70,7 @@ def stage_by_day(
     spread = F.pmod(F.xxhash64(*spec.key), F.lit(files_per_partition))
     spread_out = frame.repartition(*[F.col(c) for c in partitions], spread)
     _writer(spread_out).partitionBy(*partitions).parquet(uri)
-    schema = T.StructType([*spec.schema.fields, T.StructField(LOG_DAY, T.StringType())])
-    staged = spark.read.schema(schema).parquet(uri)
+    staged = spark.read.schema(by_day_schema(spec)).parquet(uri)
     if args.run_date is None:
         counts = staged.groupBy(LOG_DAY).agg(F.count(F.lit(1)).alias("count"), *span_columns())
         by_day, spans = {}, {}
@@ -84,6 +83,11 @@ def stage_by_day(
     profile = key_profile(staged, spec.key, clashing_keys, with_span=True)
     spans = {day: profile.span} if profile.span else {}
     return StagedFolder(spec.name, staged, {day: profile.rows}, (day,), True, profile, spans)
+
+
+def by_day_schema(spec: TableSpec) -> T.StructType:
+    """The columns of an event table staged by day: the table's, then ``log_day``."""
+    return T.StructType([*spec.schema.fields, T.StructField(LOG_DAY, T.StringType())])
 
 
 def stage_whole(

@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 from prefect.blocks.core import Block
 
-from spark_etl.args import JobArgs
+from spark_etl.args import ICEBERG, JobArgs
 from tasks import aws_job
 from tasks.aws import AWS_TASK_RETRIES, aws_clients, retry_transient_aws_errors
 from tasks.aws_job import AwsRunner, UploadedJob, prefect_api_identity
@@ -163,6 +163,7 @@ def start_emr_serverless_job_run(
         job_args.to_argv(),
         owner,
         job.submit_options,
+        iceberg=job_args.table_format == ICEBERG,
     )
     with ops_logs_in_run_log():
         job_run_id, started = serverless_ops.start_job_run(

@@ -324,6 +324,22 @@ def build_create_application_request(spec: ServerlessSpec, flow_run_id: str) -> 
     }
 
 
+# EMR Serverless's own Iceberg (its Spark runtime, with the Glue catalog and S3FileIO), at
+# the path AWS documents on its images: nothing is uploaded for it.
+ICEBERG_RUNTIME_JAR = "/usr/share/aws/iceberg/lib/iceberg-spark3-runtime.jar"
+
+
+def with_jar(submit_options: Sequence[str], jar: str) -> list[str]:
+    """``submit_options`` with ``jar`` among their ``--jars``: spark-submit keeps only the
+    last ``--jars`` it is given, so a second one would drop the first's jars."""
+    options = list(submit_options)
+    if "--jars" not in options:
+        return ["--jars", jar, *options]
+    listed = options.index("--jars") + 1
+    options[listed] = f"{options[listed]},{jar}"
+    return options
+
+
 def build_start_job_run_request(
     spec: ServerlessSpec,
     application_id: str,
@@ -333,8 +349,12 @@ def build_start_job_run_request(
     job_args: list[str],
     owner: JobRunOwner,
     submit_options: Sequence[str] = (),
+    iceberg: bool = False,
 ) -> dict[str, Any]:
-    """The ``start_job_run`` request: the uploaded job, its sizes, logs, timeout and tags."""
+    """The ``start_job_run`` request: the uploaded job, its sizes, logs, timeout and tags;
+    with ``iceberg``, EMR Serverless's own Iceberg on the job's class path."""
+    if iceberg:
+        submit_options = with_jar(submit_options, ICEBERG_RUNTIME_JAR)
     submit = [
         *submit_options,
         f"--py-files {package_uri}",

@@ -21,9 +21,10 @@ import tasks.emr_serverless as serverless_tasks
 from flows.songs_etl import songs_etl
 from spark_etl import jars
 from spark_etl import lineage as job_lineage
-from spark_etl.args import JobArgs, parse_args
+from spark_etl.args import ICEBERG, JobArgs, parse_args
 from tasks.aws_job import prefect_api_identity
 from tasks.ops.emr_serverless import (
+    ICEBERG_RUNTIME_JAR,
     JobRunFailedError,
     JobRunOwner,
     JobRunTimeoutError,
@@ -486,3 +487,28 @@ def test_with_lineage_on_the_job_run_runs_the_listener_from_the_code_bucket(
     bucket, key = jar_uri.removeprefix("s3://").split("/", 1)
     head = boto3.client("s3", region_name=REGION).head_object(Bucket=bucket, Key=key)
     assert head["ContentLength"] == jars.read_lock(job_lineage.LOCK)[0].size
+
+
+def test_the_iceberg_format_runs_with_emr_serverless_own_iceberg_and_the_tables_in_glue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job run gets EMR Serverless's own Iceberg jar (nothing uploaded), joined to the
+    lineage listener's in one ``--jars`` (spark-submit keeps only the last one given); the
+    flow creates the Glue database and registers no parquet tables over the job's."""
+    ScriptedJobRuns(["RUNNING", "SUCCESS"]).install(monkeypatch)
+
+    with lineage_receiver() as receiver:
+        monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
+        state = run_serverless_flow(table_format=ICEBERG, glue_database="sparkify_iceberg")
+
+    assert state.is_completed(), state.message
+    submit = the_job_run()["jobDriver"]["sparkSubmit"]
+    jar_uri, _ = expected_listener(CODE_URI, receiver.url, str(state.state_details.flow_run_id))
+    parameters = submit["sparkSubmitParameters"].split()
+    assert parameters.count("--jars") == 1
+    assert parameters[parameters.index("--jars") + 1] == f"{jar_uri},{ICEBERG_RUNTIME_JAR}"
+    job_args = parse_args(submit["entryPointArguments"])
+    assert (job_args.table_format, job_args.glue_database) == (ICEBERG, "sparkify_iceberg")
+    glue = boto3.client("glue", region_name=REGION)
+    assert glue.get_database(Name="sparkify_iceberg")["Database"]["Name"] == "sparkify_iceberg"
+    assert glue.get_tables(DatabaseName="sparkify_iceberg")["TableList"] == []

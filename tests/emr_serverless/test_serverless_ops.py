@@ -30,6 +30,7 @@ from tasks.ops.emr_serverless import (
     job_run_cost,
     start_job_run,
     wait_for_application,
+    with_jar,
 )
 from tasks.ops.failures import LogPatience
 from tasks.ops.s3 import S3Location
@@ -351,3 +352,14 @@ def test_a_stopped_application_takes_a_job_run_and_a_terminated_one_is_an_error(
         "take the job run"
     )
     assert seen == ["STOPPED", "TERMINATED"]  # a terminated one is not waited for
+
+
+def test_a_jar_joins_the_jars_already_given_in_one_option() -> None:
+    assert with_jar([], "/usr/x.jar") == ["--jars", "/usr/x.jar"]
+    listener = ["--jars", "s3://code/ol.jar", "--conf", "spark.extraListeners=L"]
+    assert with_jar(listener, "/usr/x.jar") == [
+        "--jars",
+        "s3://code/ol.jar,/usr/x.jar",
+        "--conf",
+        "spark.extraListeners=L",
+    ]
