@@ -110,9 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build the sparkify star schema (songplays, users, songs, artists, time) "
         "from the raw song catalogue and event logs.",
     )
-    parser.add_argument(SONGS_FLAG, required=True, type=_uri, help="song_data folder")
-    parser.add_argument(LOGS_FLAG, required=True, type=_uri, help="log_data folder")
-    parser.add_argument(OUTPUT_FLAG, required=True, type=_uri, help="folder of the tables")
+    parser.add_argument(SONGS_FLAG, required=True, type=location_argument, help="song_data folder")
+    parser.add_argument(LOGS_FLAG, required=True, type=location_argument, help="log_data folder")
+    parser.add_argument(
+        OUTPUT_FLAG, required=True, type=location_argument, help="folder of the tables"
+    )
     parser.add_argument(
         DATE_FLAG,
         type=_iso_date,
@@ -129,19 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         RUN_ID_FLAG,
-        type=_run_id,
+        type=run_id_argument,
         default=None,
         help="name of the run summary under <output>/_runs/ (default: UTC time + random suffix)",
     )
     parser.add_argument(
         FLOW_RUN_FLAG,
-        type=_run_id,
+        type=run_id_argument,
         default=None,
         help="the Prefect flow run that starts the job, named in the output's lease",
     )
     parser.add_argument(
         TAKE_OVER_FLAG,
-        type=_run_id,
+        type=run_id_argument,
         default=None,
         metavar="RUN_ID",
         help="take over the lease of this run at once: its flow run ended (the flow checks)",
@@ -264,7 +266,7 @@ def uri_problem(value: str) -> str | None:
     return f"{value!r} is not a local path or an s3://bucket/prefix URI"
 
 
-def _uri(value: str) -> str:
+def location_argument(value: str) -> str:
     """argparse type: a local path or an s3:// URI with a valid bucket name."""
     problem = uri_problem(value)
     if problem:
@@ -301,7 +303,7 @@ def _ratio(value: str) -> float:
     return ratio
 
 
-def _run_id(value: str) -> str:
+def run_id_argument(value: str) -> str:
     """argparse type: a run id safe to use as a file name."""
     if not _RUN_ID_PATTERN.match(value):
         raise argparse.ArgumentTypeError(

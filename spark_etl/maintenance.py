@@ -37,7 +37,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from spark_etl import iceberg
-from spark_etl.args import ICEBERG, new_run_id
+from spark_etl.args import ICEBERG, location_argument, new_run_id, run_id_argument
 from spark_etl.errors import JobError, describe_error
 from spark_etl.lake import join_uri
 from spark_etl.lease import OutputLease, lease_store_for, refuse_if_held_locally
@@ -197,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         "an output's Iceberg tables.",
     )
     defaults = MaintenanceSettings()
-    parser.add_argument("--output", required=True, help="folder of the Iceberg tables")
+    parser.add_argument(
+        "--output", required=True, type=location_argument, help="folder of the Iceberg tables"
+    )
     parser.add_argument(
         "--expire-after-hours",
         type=float,
@@ -223,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.target_file_mb,
         help=f"size to compact small files into (default {defaults.target_file_mb})",
     )
-    parser.add_argument("--run-id", default=None, help="names the report (default: a new id)")
+    parser.add_argument(
+        "--run-id", type=run_id_argument, default=None, help="names the report (default: a new id)"
+    )
     return parser
 
 
@@ -241,7 +245,7 @@ def parse_settings(argv: Sequence[str] | None) -> tuple[str, MaintenanceSettings
         namespace.orphans_after_hours,
         namespace.target_file_mb,
     )
-    return namespace.output.rstrip("/"), settings, namespace.run_id or new_run_id()
+    return namespace.output, settings, namespace.run_id or new_run_id()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

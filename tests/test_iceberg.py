@@ -27,7 +27,12 @@ from spark_etl.args import ICEBERG, PARQUET
 from spark_etl.errors import CommitConflictError, JobError, OutputLockedError, TableFormatError
 from spark_etl.job import run_job
 from spark_etl.lease import OutputLease, lease_store_for, refuse_if_held_locally
-from spark_etl.maintenance import MaintenanceSettings, report_uri, run_maintenance
+from spark_etl.maintenance import (
+    MaintenanceSettings,
+    parse_settings,
+    report_uri,
+    run_maintenance,
+)
 from spark_etl.publication import JOURNAL_FILE, MANIFEST_FILE
 from spark_etl.summary import RunSummary
 from spark_etl.tables import TABLES
@@ -252,6 +257,22 @@ def test_a_run_in_the_other_format_is_refused_before_it_touches_the_tables(
             run_job(spark, args)
     assert (output / MANIFEST_FILE).read_text() == manifest
     assert json.loads(manifest)["table_format"] == first
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["--output", "out", "--run-id", "../../elsewhere"], "is not a run id"),
+        (["--output", "s3://lake/star\n"], "holds a comma or a control character"),
+    ],
+)
+def test_maintenance_refuses_a_run_id_or_output_the_job_would_refuse(
+    argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(argv)
+    assert exit_info.value.code == 2
+    assert reason in capsys.readouterr().err
 
 
 def test_an_output_at_a_root_is_refused_for_iceberg() -> None:
