@@ -9,9 +9,9 @@ JVMs map it instead: on lake M (2 cores) a daily run took 15 s with the archive 
 ``make jvm-archive`` (part of ``make demo``) builds the archive once
 (``python -m spark_etl.jvm_archive``) by running the job on a tiny generated lake: a
 full run, then a daily run whose JVM writes the archive as it exits. It is kept per
-pyspark version and Java installation under ``~/.cache/sparkify-lake`` (or
+pyspark installation and Java installation under ``~/.cache/sparkify-lake`` (or
 ``$SPARKIFY_JVM_CACHE``), about 190 MB. Only a JVM the job starts itself for a small
-run uses it (:func:`spark_etl.session.quick_jvm_settings`); without it, such a run
+run uses it (:func:`spark_etl.session.own_jvm_options`); without it, such a run
 only starts a few seconds slower.
 """
 
@@ -41,17 +41,21 @@ def archive_path() -> Path:
     import pyspark  # the version is part of the name; importing it starts no JVM
 
     cache = os.environ.get(CACHE_ENV) or str(Path.home() / ".cache" / "sparkify-lake")
-    return Path(cache) / f"spark-{pyspark.__version__}-{_installation_digest()}.jsa"
+    digest = _installation_digest(Path(pyspark.__file__).resolve().parent)
+    return Path(cache) / f"spark-{pyspark.__version__}-{digest}.jsa"
 
 
-def _installation_digest() -> str:
-    """A digest of the java that will run and of the job's own jar on the class path."""
+def _installation_digest(pyspark_home: Path) -> str:
+    """A digest of the java that will run and of the class path: pyspark's jars, where
+    they are installed (two environments with one pyspark version list different paths,
+    and a JVM given the other's archive ignores it), and the job's own jar.
+    """
     java_home = os.environ.get("JAVA_HOME")
     java = str(Path(java_home, "bin", "java")) if java_home else shutil.which("java") or ""
-    parts = [os.path.realpath(java) if java else "no java"]
+    parts = [os.path.realpath(java) if java else "no java", str(pyspark_home)]
     if LOCAL_FS_JAR.is_file():
         stat = LOCAL_FS_JAR.stat()
-        parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+        parts.append(f"{LOCAL_FS_JAR}:{stat.st_size}:{stat.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pyspark
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
@@ -20,7 +21,12 @@ from spark_etl.args import JobArgs
 from spark_etl.checks import KeyProfile, RecordCounts, count_records, key_profile
 from spark_etl.main import daily_input_bytes
 from spark_etl.publication import FolderEntry, Manifest
-from spark_etl.session import QUICK_JIT_OPTION, QUICK_JVM_MAX_INPUT_BYTES, quick_jvm_settings
+from spark_etl.session import (
+    QUICK_JIT_OPTION,
+    QUICK_JVM_MAX_INPUT_BYTES,
+    THROUGHPUT_GC_OPTION,
+    own_jvm_options,
+)
 from spark_etl.summary import RejectCount
 from spark_etl.tables import SONGPLAYS
 
@@ -42,14 +48,16 @@ def own_jvm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_a_small_run_s_jvm_stops_at_c1_and_maps_the_archive_once_there_is_one(
     own_jvm: Path,
 ) -> None:
-    assert quick_jvm_settings(30_000_000) == {JAVA_OPTIONS: QUICK_JIT_OPTION}
+    assert own_jvm_options(30_000_000) == {
+        JAVA_OPTIONS: f"{THROUGHPUT_GC_OPTION} {QUICK_JIT_OPTION}"
+    }
 
     archive = jvm_archive.archive_path()
     assert archive.parent == own_jvm
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"an archive")
-    assert quick_jvm_settings(30_000_000) == {
-        JAVA_OPTIONS: f"{QUICK_JIT_OPTION} -XX:SharedArchiveFile={archive}"
+    assert own_jvm_options(30_000_000) == {
+        JAVA_OPTIONS: f"{THROUGHPUT_GC_OPTION} {QUICK_JIT_OPTION} -XX:SharedArchiveFile={archive}"
     }
 
 
@@ -57,17 +65,25 @@ def test_the_run_that_builds_the_archive_writes_it_as_its_jvm_exits(
     own_jvm: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(jvm_archive.WRITE_ENV, "/tmp/archive.partial")
-    assert quick_jvm_settings(1_000) == {
-        JAVA_OPTIONS: f"{QUICK_JIT_OPTION} -XX:ArchiveClassesAtExit=/tmp/archive.partial"
+    assert own_jvm_options(1_000) == {
+        JAVA_OPTIONS: f"{THROUGHPUT_GC_OPTION} {QUICK_JIT_OPTION}"
+        " -XX:ArchiveClassesAtExit=/tmp/archive.partial"
     }
+
+
+@pytest.mark.parametrize("input_bytes", [None, QUICK_JVM_MAX_INPUT_BYTES + 1])
+def test_a_large_run_s_jvm_keeps_the_optimizing_jit_and_collects_for_throughput(
+    own_jvm: Path, input_bytes: int | None
+) -> None:
+    # None: a full run, or input of unknown size; past the limit C2 pays back.
+    assert own_jvm_options(input_bytes) == {JAVA_OPTIONS: THROUGHPUT_GC_OPTION}
 
 
 @pytest.mark.parametrize(
     ("input_bytes", "environment"),
     [
-        (None, {}),  # a full run, or input of unknown size
-        (QUICK_JVM_MAX_INPUT_BYTES + 1, {}),  # much input: C2 pays back
-        (1_000, {"PYSPARK_GATEWAY_PORT": "40123"}),  # spark-submit started the JVM
+        (None, {"PYSPARK_GATEWAY_PORT": "40123"}),  # spark-submit started the JVM
+        (1_000, {"PYSPARK_GATEWAY_PORT": "40123"}),
         (1_000, {"PYSPARK_SUBMIT_ARGS": "--driver-java-options -Xmx2g pyspark-shell"}),
     ],
 )
@@ -79,7 +95,7 @@ def test_any_other_jvm_is_left_as_it_is(
 ) -> None:
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    assert quick_jvm_settings(input_bytes) == {}
+    assert own_jvm_options(input_bytes) == {}
 
 
 def test_an_archive_path_with_a_space_is_not_handed_to_the_jvm(
@@ -90,6 +106,20 @@ def test_an_archive_path_with_a_space_is_not_handed_to_the_jvm(
     jvm_archive.archive_path().parent.mkdir(parents=True)
     jvm_archive.archive_path().write_bytes(b"an archive")
     assert jvm_archive.archive_options() == []
+
+
+def test_two_installations_of_one_pyspark_version_keep_archives_of_their_own(
+    own_jvm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A JVM ignores an archive written with another class path: an environment that
+    # found another's archive under its name would start without one (a JVM warning).
+    names = set()
+    for environment in ("/envs/a", "/envs/b"):
+        init = f"{environment}/lib/python3.11/site-packages/pyspark/__init__.py"
+        monkeypatch.setattr(pyspark, "__file__", init)
+        names.add(jvm_archive.archive_path().name)
+    assert len(names) == 2
+    assert all(name.startswith(f"spark-{pyspark.__version__}-") for name in names)
 
 
 def test_the_size_of_a_daily_run_s_input_is_its_local_day_file(tmp_path: Path) -> None:
