@@ -70,6 +70,7 @@ def run_once(size: Size, repeat: int, env: dict[str, str], table_format: str = P
             "stages": summary["stage_seconds"],
             "catalogue": summary["catalogue"],
             "requests": summary["requests"],
+            "ignored_class_archive": measured.ignored_class_archive,
         }
         fingerprints.append(reader_fingerprint(output, table_format))
     return {
@@ -131,14 +132,28 @@ def report(size: Size, repeats: list[dict], table_format: str = PARQUET) -> str:
         )
     ratios = [r["daily_over_full"] for r in repeats]
     unchanged = all(r["daily_changed_nothing"] for r in repeats)
-    archive = jvm_archive.archive_path()
     lines += [
         "",
         f"daily / full wall time: {spread(ratios, digits=3)}; re-merging the day changed nothing: "
         f"{'yes' if unchanged else 'NO'}",
-        f"JVM class archive for the daily runs: {archive if archive.is_file() else 'none'}",
+        archive_line([r["runs"][name] for r in repeats for name in ("daily", "daily again")]),
     ]
     return "\n".join(lines)
+
+
+def archive_line(daily_runs: list[dict]) -> str:
+    """Which class archive the daily runs' JVMs were given, and whether they used it."""
+    archive = jvm_archive.archive_path()
+    if not archive.is_file():
+        return "JVM class archive for the daily runs: none"
+    ignored = sum(1 for run in daily_runs if run.get("ignored_class_archive"))
+    if not ignored:
+        return f"JVM class archive for the daily runs: {archive}"
+    return (
+        f"JVM class archive for the daily runs: {archive}, IGNORED by the JVM in {ignored} of "
+        f"{len(daily_runs)} daily runs (written for another class path: delete it and run "
+        "`make jvm-archive`)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

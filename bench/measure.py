@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SAMPLE_SECONDS = 0.1
+IGNORED_ARCHIVE_WARNING = "Unable to use shared archive"
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -27,6 +28,9 @@ class Measurement:
     peak_rss_bytes: int
     return_code: int
     output_tail: str
+    # The JVM found a class archive it could not use (written for another class path)
+    # and started without it: it says so once, near the start of the output.
+    ignored_class_archive: bool = False
 
     @property
     def peak_rss_mb(self) -> float:
@@ -45,9 +49,11 @@ def measure(command: Sequence[str], env: dict[str, str] | None = None) -> Measur
             peak = max(peak, tree_rss_bytes(process.pid))
             time.sleep(SAMPLE_SECONDS)
     wall = time.monotonic() - started
-    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+    output = log_path.read_text(errors="replace")
     log_path.unlink()
-    return Measurement(round(wall, 1), peak, process.returncode, tail)
+    tail = "\n".join(output.splitlines()[-15:])
+    ignored = IGNORED_ARCHIVE_WARNING in output
+    return Measurement(round(wall, 1), peak, process.returncode, tail, ignored)
 
 
 def tree_rss_bytes(root_pid: int) -> int:

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
+
+import pytest
 
 from bench import duckdb_job
 from bench.compare import differences
+from bench.daily import archive_line
+from bench.measure import measure
+from spark_etl import jvm_archive
 from tests.lakes import (
     DAYS,
 )
@@ -119,3 +125,24 @@ def test_the_spark_profile_sums_each_stage_of_the_job_from_the_event_log(tmp_pat
             "output_records": 3,
         },
     }
+
+
+def test_the_daily_bench_says_when_a_jvm_ignored_the_class_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What Java 17 prints when an archive was written for another class path.
+    warning = "[0.1s][warning][cds,dynamic] Unable to use shared archive. The top archive failed"
+    # It comes first, before the many lines of a run: not in the tail a measurement keeps.
+    refused = measure([sys.executable, "-c", f"print({warning!r}); print('line\\n' * 40)"])
+    used = measure([sys.executable, "-c", "print('done')"])
+    assert (refused.ignored_class_archive, used.ignored_class_archive) == (True, False)
+
+    monkeypatch.setenv(jvm_archive.CACHE_ENV, str(tmp_path))
+    archive = jvm_archive.archive_path()
+    archive.write_bytes(b"an archive")
+    runs = [{"ignored_class_archive": flag} for flag in (True, False, True, False)]
+    assert archive_line(runs).endswith(
+        f"{archive}, IGNORED by the JVM in 2 of 4 daily runs (written for another class "
+        "path: delete it and run `make jvm-archive`)"
+    )
+    assert archive_line(runs[1::2]) == f"JVM class archive for the daily runs: {archive}"
