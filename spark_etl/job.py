@@ -524,15 +524,11 @@ def _stage_day(
     keys = transform.songplay_keys(events)  # the probe needs no matching with the catalogue
     play_clashes = _clashes(spark, SONGPLAYS, args, manifest, parsed, keys)
     new_plays = _without(plays, play_clashes, SONGPLAYS)
-    staged_plays = stage_by_day(
-        spark, new_plays, SONGPLAYS, args, None, play_clashes, grouped_by_day=True
-    )
+    staged_plays = stage_by_day(spark, new_plays, SONGPLAYS, args, None, play_clashes)
     times = transform.build_time(staged_plays.frame, keep=(transform.LOG_DAY,))
     time_clashes = _clashes(spark, TIME, args, manifest, parsed, times)
     new_times = _without(times, time_clashes, TIME)
-    staged_times = stage_by_day(
-        spark, new_times, TIME, args, None, time_clashes, grouped_by_day=True
-    )
+    staged_times = stage_by_day(spark, new_times, TIME, args, None, time_clashes)
     return staged_plays, staged_times, {SONGPLAYS.name: play_clashes, TIME.name: time_clashes}
 
 

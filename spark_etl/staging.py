@@ -61,22 +61,22 @@ def stage_by_day(
 ) -> StagedFolder:
     """Stage an event table with a ``log_day`` folder level below its partitions.
 
-    A daily run (``args.run_date``) stages one day: its rows are counted in the same job
-    as its key is profiled (:func:`spark_etl.checks.key_profile`, against
-    ``clashing_keys``), and the profile is kept for the checks.
+    A daily run (``args.run_date``) stages one day: its rows are written as they are
+    (one day, so each task writes few files), counted in the same job as its key is
+    profiled (:func:`spark_etl.checks.key_profile`, against ``clashing_keys``), and the
+    profile is kept for the checks.
 
     Args:
         rows: What bounds the rows from above, when known: a partition gets a writer for
             every :data:`ROWS_PER_FILE` of them.
-        grouped_by_day: Each of ``frame``'s partitions already holds few days, so each
-            task writes few files without a shuffle: a daily run's rows (one day), or a
-            full run's plays straight from the parsed events (a log file is a day, read
-            by one task, or by a few when it is larger than a split). Otherwise every
-            row is shuffled to its partition's writers.
+        grouped_by_day: A full run's ``frame`` whose partitions already hold few days each
+            (plays straight from the parsed events: a log file is a day, read by one task,
+            or by a few when it is larger than a split), written without a shuffle.
+            Otherwise a full run shuffles every row to its partition's writers.
     """
     uri = staging_uri(args.output_uri, args.run_id, spec.name)
     partitions = [*spec.partition_by, LOG_DAY]
-    if not grouped_by_day:
+    if args.run_date is None and not grouped_by_day:
         files_per_partition = max(1, -(-(rows or 0) // ROWS_PER_FILE))
         spread = F.pmod(F.xxhash64(*spec.key), F.lit(files_per_partition))
         frame = frame.repartition(*[F.col(c) for c in partitions], spread)
