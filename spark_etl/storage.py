@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,12 @@ class Storage:
     def __init__(self, spark: SparkSession) -> None:
         self._spark = spark
         self.requests = RequestCounts()
+        # Publication moves and deletes files from several threads at once.
+        self._counting = threading.Lock()
+
+    def _count(self, kind: str, requests: int = 1) -> None:
+        with self._counting:
+            setattr(self.requests, kind, getattr(self.requests, kind) + requests)
 
     def list_files(self, uri: str) -> list[StoredFile]:
         """Every file below ``uri`` (recursively), hidden ones included; none if missing.
@@ -75,11 +82,11 @@ class Storage:
         local = local_path(uri)
         if local is not None:
             found = _walk(local)
-            self.requests.list += 1 + len(found) // LIST_PAGE
+            self._count("list", 1 + len(found) // LIST_PAGE)
             return found
         fs, path = self._filesystem(uri)
         if not fs.exists(path):
-            self.requests.list += 1
+            self._count("list")
             return []
         root = path.toUri().getPath().rstrip("/")
         found = []
@@ -88,7 +95,7 @@ class Storage:
             status = files.next()
             relative = status.getPath().toUri().getPath()[len(root) + 1 :]
             found.append(StoredFile(relative, status.getLen(), status.getModificationTime()))
-        self.requests.list += 1 + len(found) // LIST_PAGE
+        self._count("list", 1 + len(found) // LIST_PAGE)
         return found
 
     def exists(self, uri: str) -> bool:
@@ -101,8 +108,8 @@ class Storage:
 
     def move(self, source: str, target: str) -> None:
         """Move one file into place, creating its folder; S3 does it as COPY + DELETE."""
-        self.requests.copy += 1
-        self.requests.delete += 1
+        self._count("copy")
+        self._count("delete")
         local_source, local_target = local_path(source), local_path(target)
         if local_source is not None and local_target is not None:
             os.makedirs(os.path.dirname(local_target), exist_ok=True)
@@ -125,13 +132,13 @@ class Storage:
             fs, path = self._filesystem(uri)
             if fs.exists(path):
                 fs.delete(path, True)
-                self.requests.delete += 1
+                self._count("delete")
             return
         if os.path.isdir(local):
-            self.requests.delete += 1 + len(_walk(local)) // LIST_PAGE
+            self._count("delete", 1 + len(_walk(local)) // LIST_PAGE)
             shutil.rmtree(local)
         elif os.path.exists(local):
-            self.requests.delete += 1
+            self._count("delete")
             os.remove(local)
             folder, name = os.path.split(local)
             checksum = os.path.join(folder, f".{name}.crc")
@@ -163,7 +170,7 @@ class Storage:
 
     def write_text(self, uri: str, text: str) -> None:
         """Write a small text file in place (S3: one PUT, which is atomic)."""
-        self.requests.put += 1
+        self._count("put")
         local = local_path(uri)
         if local is not None:
             os.makedirs(os.path.dirname(local) or ".", exist_ok=True)

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -21,7 +22,7 @@ from spark_etl import transform
 from spark_etl.args import argv_problem
 from spark_etl.errors import DamagedLakeError, EmptyInputError, RejectThresholdExceededError
 from spark_etl.job import run_job
-from spark_etl.publication import FULL_RUN_REPAIR
+from spark_etl.publication import FULL_RUN_REPAIR, JOURNAL_FILE, Publication, publish
 from spark_etl.storage import Storage
 from spark_etl.summary import RunSummary, last_success_uri, summary_uri
 from spark_etl.tables import TABLES
@@ -323,3 +324,67 @@ def test_a_publication_cut_short_by_an_error_is_completed_by_the_next_run(
 
     for name, table in read_tables(spark, output).items():
         assertDataFrameEqual(table, read_tables(spark, full_output)[name])
+
+
+class WatchedStorage(Storage):
+    """Local storage that records what the publication does, and when.
+
+    Each move lasts as long as an S3 round trip, so moves made one after the other
+    cannot overlap; ``most_at_once`` tells how many ever did.
+    """
+
+    def __init__(self, spark: SparkSession) -> None:
+        super().__init__(spark)
+        self.watching = threading.Lock()
+        self.moving = 0
+        self.most_at_once = 0
+        self.done: list[tuple[str, str]] = []  # ("moved", target) or ("deleted", uri)
+
+    def move(self, source: str, target: str) -> None:
+        with self.watching:
+            self.moving += 1
+            self.most_at_once = max(self.most_at_once, self.moving)
+        time.sleep(0.02)
+        super().move(source, target)
+        with self.watching:
+            self.moving -= 1
+            self.done.append(("moved", target))
+
+    def delete(self, uri: str) -> None:
+        super().delete(uri)
+        with self.watching:
+            self.done.append(("deleted", uri))
+
+
+def test_a_publication_moves_many_files_at_once_and_retires_none_before_all_are_in(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    output = tmp_path / "star"
+    staged = [output / "_staging" / "run" / "songs" / f"part-{n}.parquet" for n in range(40)]
+    old = [output / "songs" / f"old-{n}.parquet" for n in range(20)]
+    for path in staged + old:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(path.name)
+    new = [output / "songs" / path.name for path in staged]
+    storage = WatchedStorage(spark)
+
+    publish(
+        storage,
+        str(output),
+        Publication(
+            "run",
+            [(str(s), str(t)) for s, t in zip(staged, new, strict=True)],
+            [str(p) for p in old],
+        ),
+    )
+
+    assert sorted(path.name for path in (output / "songs").iterdir()) == sorted(
+        path.name for path in new
+    )
+    assert [path.read_text() for path in new] == [path.name for path in staged]
+    assert not (output / "_staging").exists() and not (output / JOURNAL_FILE).exists()
+    assert storage.most_at_once > 1
+    last_move = max(i for i, (what, _) in enumerate(storage.done) if what == "moved")
+    retirements = [i for i, (_, uri) in enumerate(storage.done) if uri in map(str, old)]
+    assert len(retirements) == len(old) and min(retirements) > last_move
+    assert storage.requests.copy == len(new)  # counted from many threads, none lost
