@@ -131,8 +131,9 @@ bench-large: check-java ## The same on lake L (50k songs, 10M events; ~20 min on
 bench-daily: check-java jvm-archive ## A full run, then a daily run of a mid-month day, on lakes M and L (~20 min)
 	$(PY) bench/daily.py --sizes M L --repeats 2
 
-bench-s3: check-java jars ## On moto's S3 through S3A: each run's requests, and what a reader sees while it publishes (lakes S, M)
-	$(PY) -m bench.s3_publication
+bench-s3: check-java jars ## On moto's S3 through S3A: each run's requests, and what a reader sees while it publishes (lakes S, M; about 1 h)
+	$(PY) -m bench.s3_publication --sizes S
+	$(PY) -m bench.s3_publication --sizes M --seed-locally
 
 bench-kill: check-java ## Kill a daily run at 10 moments and re-run it at once: refusals, waits, tables (~10 min)
 	$(PY) bench/kill_rerun.py

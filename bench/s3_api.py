@@ -6,7 +6,7 @@ GET, HEAD, PUT, COPY, DELETE, DELETE_MANY, MULTIPART), when it came (epoch secon
 path. The tests (once per session) and ``bench/s3_publication.py`` start it with
 :class:`S3Api`, on a free port, with a bounded wait, and show its log when it fails.
 
-With ``--narrow-listing`` (the bench's lake M), moto lists only the keys under a LIST's
+With ``--narrow-listing`` (the bench), moto lists only the keys under a LIST's
 prefix instead of every key of the bucket: see :func:`narrow_moto_listing`.
 """
 
@@ -94,7 +94,8 @@ def narrow_moto_listing() -> None:
         # so a write answered on another thread cannot change it under the filter.
         every_key = dict(bucket.keys)
         dict.update(under_prefix, {n: v for n, v in every_key.items() if n.startswith(prefix)})
-        return list_every_key(self, SimpleNamespace(keys=under_prefix), prefix, *rest, **named)
+        narrowed = SimpleNamespace(keys=under_prefix)  # all of a bucket that moto's list reads
+        return list_every_key(self, narrowed, prefix, *rest, **named)  # type: ignore[arg-type]
 
     S3Backend.list_objects = list_keys_under_prefix  # type: ignore[method-assign]
 
